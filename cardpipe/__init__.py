@@ -1,0 +1,1 @@
+"""cardpipe: pre-issues WeChat card tickets to Mini Program users at event scale."""

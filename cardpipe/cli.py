@@ -1,0 +1,26 @@
+"""The ``cardpipe`` console script. Each command group lives in ``cardpipe/commands/``."""
+
+from __future__ import annotations
+
+import typer
+
+from cardpipe.commands import db as db_commands
+from cardpipe.commands import wechat as wechat_commands
+from cardpipe.logsetup import configure_logging
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="cardpipe: pre-issue WeChat card tickets to Mini Program users at event scale.",
+)
+db_commands.register(app)
+wechat_commands.register(app)
+
+
+@app.callback()
+def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")) -> None:
+    configure_logging(verbose=verbose)
+
+
+def main() -> None:
+    app()

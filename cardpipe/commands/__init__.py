@@ -1,0 +1,1 @@
+"""Command groups of the ``cardpipe`` CLI; each module has a ``register(app)``."""

@@ -1,0 +1,57 @@
+"""Encryption of secrets at rest (AppSecrets, server tokens, AES keys, access tokens, tickets).
+
+Fernet with a key list (MultiFernet): the first key encrypts, every key decrypts, so keys can be
+rotated. Without configured keys a key file is created once in the data directory, which keeps
+the embedded default working with nothing to set up.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from cardpipe.settings import get_settings
+
+
+class SecretDecryptionError(RuntimeError):
+    """A stored secret cannot be decrypted with any configured key."""
+
+
+def _key_file_key(data_dir: Path) -> bytes:
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_bytes().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+@lru_cache(maxsize=1)
+def _box() -> MultiFernet:
+    settings = get_settings()
+    keys = [k.get_secret_value().encode() for k in settings.secret_keys]
+    if not keys:
+        keys = [_key_file_key(settings.data_dir)]
+    return MultiFernet([Fernet(k) for k in keys])
+
+
+def encrypt(plain: str) -> str:
+    return _box().encrypt(plain.encode("utf-8")).decode("ascii")
+
+
+def decrypt(token: str) -> str:
+    try:
+        return _box().decrypt(token.encode("ascii")).decode("utf-8")
+    except InvalidToken as exc:
+        raise SecretDecryptionError("stored secret does not decrypt with the configured keys") from exc
+
+
+def reset_cache() -> None:
+    """Forget the loaded keys (tests that change settings)."""
+    _box.cache_clear()

@@ -1,0 +1,1 @@
+"""Alembic migrations; ``cardpipe migrate`` runs them (PostgreSQL and SQLite)."""

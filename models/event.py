@@ -1,0 +1,45 @@
+"""An event: one card (MEETING_TICKET or SCENIC_TICKET) whose tickets go to a mini program's users."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigId, UTCDateTime, utcnow
+
+#: Letters and digits that cannot be misread at a gate (no 0/O, 1/I/L).
+UNAMBIGUOUS_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+
+
+class CodeMode(StrEnum):
+    CUSTOM = "custom"
+    DEPOSIT = "deposit"
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint("code_length BETWEEN 6 AND 20", name="code_length"),
+        CheckConstraint("code_mode IN ('custom', 'deposit')", name="code_mode"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    official_account_id: Mapped[int] = mapped_column(ForeignKey("official_accounts.id"))
+    mini_program_id: Mapped[int] = mapped_column(ForeignKey("mini_programs.id"))
+    card_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    card_type: Mapped[str] = mapped_column(String(32), default="MEETING_TICKET")
+    #: WeChat's audit state of the card (CARD_STATUS_*), updated by card_pass_check pushes.
+    card_status: Mapped[str] = mapped_column(String(32), default="CARD_STATUS_NOT_VERIFY")
+    code_mode: Mapped[str] = mapped_column(String(16), default=CodeMode.CUSTOM)
+    code_length: Mapped[int] = mapped_column(Integer, default=12)
+    code_alphabet: Mapped[str] = mapped_column(String(64), default=UNAMBIGUOUS_ALPHABET)
+    launch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: draft → preissuing → issued (pre-issue done); tickets carry their own states.
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    preissue_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""The WeChat protocol: signatures, safe-mode crypto, event XML, the API client and a fake platform."""
