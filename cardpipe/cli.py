@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from cardpipe.commands import accounts as account_commands
 from cardpipe.commands import db as db_commands
+from cardpipe.commands import fake as fake_commands
+from cardpipe.commands import serve as serve_commands
 from cardpipe.commands import wechat as wechat_commands
 from cardpipe.logsetup import configure_logging
 
@@ -13,7 +16,10 @@ app = typer.Typer(
     add_completion=False,
     help="cardpipe: pre-issue WeChat card tickets to Mini Program users at event scale.",
 )
+account_commands.register(app)
 db_commands.register(app)
+fake_commands.register(app)
+serve_commands.register(app)
 wechat_commands.register(app)
 
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dramatiq
 import psycopg
 import pytest
 import redis
@@ -20,11 +21,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from cardpipe import db as cardpipe_db
+from cardpipe import runtime as cardpipe_runtime
 from cardpipe import secretbox
 from cardpipe.migrate import upgrade
+from cardpipe.services import accounts
 from cardpipe.settings import get_settings
 from tests.services import HOW_TO_START, admin_database_url, in_ci, libpq_url, postgres_problem, redis_problem
 from tests.services import redis_url as configured_redis_url
+from tests.worlds import MakeWorld, World, new_world
+from wechat.fake import FakeWeChatControl, FakeWeChatServer
+
+PUSH_TIMEOUT_S = 0.3
+ADMIN_TOKEN = "test-admin-token"
+GATE_TOKEN = "test-gate-token"
+# Actors bind to the broker when ``workers`` is first imported, so the test Redis must be the
+# configured one before any test module is collected.
+os.environ["REDIS_URL"] = configured_redis_url()
 
 
 def _unavailable(name: str, problem: str) -> None:
@@ -38,9 +50,15 @@ def _unavailable(name: str, problem: str) -> None:
 def _isolated_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test run gets its own data dir and secret key; nothing leaks from the shell."""
     data_dir = tmp_path_factory.mktemp("cardpipe-data")
-    saved = {k: os.environ.get(k) for k in ("CARDPIPE_DATA_DIR", "CARDPIPE_SECRET_KEYS")}
-    os.environ["CARDPIPE_DATA_DIR"] = str(data_dir)
-    os.environ["CARDPIPE_SECRET_KEYS"] = Fernet.generate_key().decode()
+    test_values = {
+        "CARDPIPE_DATA_DIR": str(data_dir),
+        "CARDPIPE_SECRET_KEYS": Fernet.generate_key().decode(),
+        "CARDPIPE_ADMIN_TOKENS": ADMIN_TOKEN,
+        "CARDPIPE_GATE_TOKENS": GATE_TOKEN,
+        "CARDPIPE_WECHAT_BUSY_BACKOFF_S": "0.01",
+    }
+    saved = {k: os.environ.get(k) for k in test_values}
+    os.environ.update(test_values)
     get_settings.cache_clear()
     secretbox.reset_cache()
     yield data_dir
@@ -100,21 +118,85 @@ def session(engine: Engine) -> Iterator[Session]:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A flushed Redis database, also exported as REDIS_URL for the code under test."""
+    """A flushed Redis database (the one REDIS_URL points the code under test at)."""
     problem = redis_problem()
     if problem:
         _unavailable("Redis", problem)
     url = configured_redis_url()
     client = redis.Redis.from_url(url)
     client.flushdb()
-    previous = os.environ.get("REDIS_URL")
-    os.environ["REDIS_URL"] = url
-    get_settings.cache_clear()
     yield url
     client.flushdb()
     client.close()
-    if previous is None:
-        os.environ.pop("REDIS_URL", None)
-    else:
-        os.environ["REDIS_URL"] = previous
-    get_settings.cache_clear()
+
+
+@pytest.fixture
+def stub_worker(redis_url: str, engine: Engine) -> Iterator[dramatiq.Worker]:
+    """An in-process dramatiq worker on the real Redis broker, with empty queues."""
+    from workers.broker import broker
+
+    broker.flush_all()
+    cardpipe_runtime.reset()
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()
+    broker.flush_all()
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeWeChatServer]:
+    """The fake WeChat for the whole run; the app's WeChat base URL points at it."""
+    with FakeWeChatServer(push_timeout_s=PUSH_TIMEOUT_S, seed=7) as server:
+        previous = os.environ.get("CARDPIPE_WECHAT_API_BASE")
+        os.environ["CARDPIPE_WECHAT_API_BASE"] = server.url
+        get_settings.cache_clear()
+        cardpipe_runtime.reset()
+        yield server
+        if previous is None:
+            os.environ.pop("CARDPIPE_WECHAT_API_BASE", None)
+        else:
+            os.environ["CARDPIPE_WECHAT_API_BASE"] = previous
+        get_settings.cache_clear()
+        cardpipe_runtime.reset()
+
+
+@pytest.fixture
+def fake(fake_server: FakeWeChatServer) -> Iterator[FakeWeChatControl]:
+    """The fake's control client; faults and push settings are restored after the test."""
+    control = FakeWeChatControl(fake_server.url)
+    yield control
+    control.clear_faults()
+    control.configure(push_timeout_s=PUSH_TIMEOUT_S, push_tries=3, push_retry_delay_s=0)
+    control.close()
+
+
+@pytest.fixture
+def make_world(fake: FakeWeChatControl, fake_server: FakeWeChatServer) -> MakeWorld:
+    """Builds a fresh OA + MP + person at the fake (see ``tests/worlds.py``)."""
+
+    def make(*, push_url: str | None = None, safe_mode: bool = False) -> World:
+        return new_world(fake, fake_server.url, push_url=push_url, safe_mode=safe_mode)
+
+    return make
+
+
+@pytest.fixture
+def cardpipe_world(make_world: MakeWorld, engine: Engine, redis_url: str) -> World:
+    """A fresh world registered both at the fake and in cardpipe's database."""
+    world = make_world()
+    with cardpipe_db.session_scope() as session:
+        accounts.upsert_official_account(
+            session,
+            accounts.OfficialAccountInput(
+                appid=world.oa_appid,
+                app_secret=world.oa_secret,
+                server_token=world.server_token,
+                encoding_aes_key=world.aes_key,
+                original_id=world.original_id,
+                use_stable_token=False,
+            ),
+        )
+        accounts.upsert_mini_program(session, world.mp_appid, world.mp_secret, world.oa_appid)
+    cardpipe_runtime.reset()
+    return world

@@ -48,6 +48,8 @@ class SignatureError(Exception):
 TOKEN_INVALID = frozenset({40001, 40014, 42001})
 CONFIGURATION = frozenset({40013, 40125, 40164, 48001, 48004, 40243, 89501, 89503, 89506, 89507})
 RETRYABLE = frozenset({-1})
+#: On the credential endpoints themselves 40001 means a wrong AppSecret, not a stale token (§1.3).
+CREDENTIAL_ENDPOINTS = frozenset({"/cgi-bin/token", "/cgi-bin/stable_token"})
 
 
 def error_for(errcode: int, errmsg: str, *, endpoint: str = "") -> WeChatError:
@@ -55,7 +57,7 @@ def error_for(errcode: int, errmsg: str, *, endpoint: str = "") -> WeChatError:
     if errcode in RETRYABLE:
         cls: type[WeChatError] = RetryableError
     elif errcode in TOKEN_INVALID:
-        cls = TokenInvalidError
+        cls = ConfigurationError if endpoint in CREDENTIAL_ENDPOINTS else TokenInvalidError
     elif errcode == 45011:
         cls = MinuteQuotaError
     elif errcode == 45009:

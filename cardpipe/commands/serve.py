@@ -1,0 +1,42 @@
+"""Long-running processes: ``cardpipe api`` and ``cardpipe worker`` (the same commands compose runs)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+import uvicorn
+
+from workers.broker import QUEUES
+
+
+def api(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port to bind."),
+    workers: int = typer.Option(1, help="uvicorn worker processes."),
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    uvicorn.run("api:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+
+
+def worker(
+    processes: int = typer.Option(2, "--processes", "-p", help="Worker processes (dramatiq defaults to one per CPU)."),
+    threads: int = typer.Option(4, "--threads", "-t", help="Threads per process."),
+    queues: list[str] = typer.Option(list(QUEUES), "--queue", "-Q", help="Queues to consume."),
+    shutdown_timeout_s: int = typer.Option(120, help="Grace for in-flight messages on SIGTERM."),
+) -> None:
+    """Run dramatiq worker processes for the given queues."""
+    args = [
+        sys.executable, "-m", "dramatiq", "workers",
+        "--processes", str(processes),
+        "--threads", str(threads),
+        "--worker-shutdown-timeout", str(shutdown_timeout_s * 1000),
+        "--queues", *queues,
+    ]  # fmt: skip
+    os.execv(sys.executable, args)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("api")(api)
+    app.command("worker")(worker)
