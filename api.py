@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from cardpipe.routes import accounts
+from cardpipe.routes import accounts, ops
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.settings import get_settings
 
@@ -16,6 +16,7 @@ def create_app() -> FastAPI:
         description="Pre-issues WeChat card tickets to Mini Program users at event scale.",
     )
     app.include_router(accounts.router)
+    app.include_router(ops.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

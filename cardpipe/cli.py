@@ -6,6 +6,7 @@ import typer
 
 from cardpipe.commands import accounts as account_commands
 from cardpipe.commands import db as db_commands
+from cardpipe.commands import dlq as dlq_commands
 from cardpipe.commands import fake as fake_commands
 from cardpipe.commands import serve as serve_commands
 from cardpipe.commands import wechat as wechat_commands
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 account_commands.register(app)
 db_commands.register(app)
+dlq_commands.register(app)
 fake_commands.register(app)
 serve_commands.register(app)
 wechat_commands.register(app)

@@ -14,6 +14,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
 from cardpipe.settings import get_settings
+from workers.middleware import DeadLetterReasons
 
 QUEUES = ("preissue", "claims", "events", "wechat", "maintenance")
 HEARTBEAT_TIMEOUT_MS = 15_000
@@ -27,6 +28,7 @@ def build_broker(redis_url: str) -> RedisBroker:
         maintenance_chance=MAINTENANCE_CHANCE,
     )
     broker.add_middleware(CurrentMessage())
+    broker.add_middleware(DeadLetterReasons())
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

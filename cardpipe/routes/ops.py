@@ -1,0 +1,95 @@
+"""Ops: queue depths, worker heartbeats and dead letters (list, requeue, discard)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
+
+from cardpipe.routes.auth import AdminOnly
+from cardpipe.routes.schemas import ERRORS
+from cardpipe.services.queues import QueueMonitor
+from workers.broker import broker
+
+router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[AdminOnly], responses=ERRORS)
+
+
+class QueueOut(BaseModel):
+    name: str
+    ready: int
+    delayed: int
+    dead: int
+    in_flight: int
+    oldest_ready_age_s: float | None
+
+
+class WorkerOut(BaseModel):
+    worker_id: str
+    age_s: float
+    in_flight: int
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueOut]
+    workers: list[WorkerOut]
+
+
+class DeadLetterOut(BaseModel):
+    queue: str
+    redis_id: str
+    message_id: str
+    actor: str
+    args: list[object]
+    kwargs: dict[str, object]
+    error: str
+    retries: int
+    failed_at: float
+
+
+class CountOut(BaseModel):
+    count: int
+
+
+def _monitor() -> QueueMonitor:
+    return QueueMonitor(broker)
+
+
+def _known_queue(queue: str) -> str:
+    if queue not in _monitor().queue_names():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no queue {queue!r}")
+    return queue
+
+
+@router.get("/queues", response_model=QueuesOut)
+def get_queues() -> QueuesOut:
+    monitor = _monitor()
+    return QueuesOut(
+        queues=[QueueOut.model_validate(q, from_attributes=True) for q in monitor.queues()],
+        workers=[WorkerOut.model_validate(w, from_attributes=True) for w in monitor.workers()],
+    )
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterOut])
+def list_dead_letters(
+    queue: str | None = Query(None, description="Only this queue."), limit: int = Query(100, ge=1, le=1000)
+) -> list[DeadLetterOut]:
+    monitor = _monitor()
+    queues = [_known_queue(queue)] if queue else monitor.queue_names()
+    return [
+        DeadLetterOut.model_validate(letter, from_attributes=True)
+        for name in queues
+        for letter in monitor.dead_letters(name, limit)
+    ]
+
+
+@router.post("/dead-letters/{queue}/{redis_id}/requeue", response_model=CountOut)
+def requeue_dead_letter(queue: str, redis_id: str) -> CountOut:
+    if not _monitor().requeue(_known_queue(queue), redis_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead letter {redis_id!r} in {queue!r}")
+    return CountOut(count=1)
+
+
+@router.delete("/dead-letters/{queue}/{redis_id}", response_model=CountOut)
+def discard_dead_letter(queue: str, redis_id: str) -> CountOut:
+    if not _monitor().purge(_known_queue(queue), redis_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead letter {redis_id!r} in {queue!r}")
+    return CountOut(count=1)
