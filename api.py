@@ -17,6 +17,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(accounts.router)
     app.include_router(ops.router)
+    app.include_router(ops.metrics_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -14,7 +14,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
 from cardpipe.settings import get_settings
-from workers.middleware import DeadLetterReasons
+from workers.middleware import ActorMetrics, DeadLetterReasons
 
 QUEUES = ("preissue", "claims", "events", "wechat", "maintenance")
 HEARTBEAT_TIMEOUT_MS = 15_000
@@ -29,6 +29,7 @@ def build_broker(redis_url: str) -> RedisBroker:
     )
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetterReasons())
+    broker.add_middleware(ActorMetrics())
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

@@ -38,3 +38,30 @@ class DeadLetterReasons(Middleware):
         pipe.hset(key, redis_id, f"{traceback[-1]}\n{int(time.time())}")
         pipe.expire(key, DEAD_LETTER_TTL_S)
         pipe.execute()
+
+
+ACTOR_METRICS_KEY = "cardpipe:actor-metrics"
+
+
+class ActorMetrics(Middleware):
+    """Counts processed and failed messages and their run time per actor, summed in one Redis
+    hash across every worker process, so ``/metrics`` on the api can export them."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def before_process_message(self, broker: Broker, message: Message[Any]) -> None:
+        self._started[message.message_id] = time.perf_counter()
+
+    def after_process_message(
+        self, broker: Broker, message: Message[Any], *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        started = self._started.pop(message.message_id, None)
+        pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        actor = message.actor_name
+        pipe.hincrby(ACTOR_METRICS_KEY, f"{actor}|{'failed' if exception else 'processed'}", 1)
+        if started is not None:
+            pipe.hincrbyfloat(ACTOR_METRICS_KEY, f"{actor}|seconds", time.perf_counter() - started)
+        pipe.execute()
+
+    after_skip_message = after_process_message

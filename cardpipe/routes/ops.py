@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from cardpipe.db import get_sessionmaker
+from cardpipe.metrics import build_registry
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS
+from cardpipe.runtime import redis_client
 from cardpipe.services.queues import QueueMonitor
 from workers.broker import broker
 
@@ -93,3 +97,16 @@ def discard_dead_letter(queue: str, redis_id: str) -> CountOut:
     if not _monitor().purge(_known_queue(queue), redis_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead letter {redis_id!r} in {queue!r}")
     return CountOut(count=1)
+
+
+metrics_router = APIRouter(tags=["ops"], dependencies=[AdminOnly], responses=ERRORS)
+
+
+@metrics_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+def metrics() -> Response:
+    registry = build_registry(_monitor(), redis_client(), get_sessionmaker())
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

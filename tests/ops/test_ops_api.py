@@ -69,3 +69,12 @@ def test_dlq_command_lists_and_purges(dead_letter: None) -> None:
     assert runner.invoke(cli, ["dlq", "purge", "nope"]).exit_code == 2
     purged = runner.invoke(cli, ["dlq", "purge", "maintenance"])
     assert purged.exit_code == 0 and "discarded 1" in purged.output
+
+
+def test_metrics_export_queues_actors_tickets_and_inbox(client: TestClient, dead_letter: None, engine: object) -> None:
+    assert client.get("/metrics").status_code == 401
+    text = client.get("/metrics", headers=ADMIN).text
+    assert 'cardpipe_queue_dead{queue="maintenance"} 1.0' in text
+    assert 'cardpipe_actor_messages_total{actor="tests_ops_always_fails",outcome="failed"}' in text
+    assert "cardpipe_inbox_unprocessed 0.0" in text
+    assert "cardpipe_tickets" in text
