@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from cardpipe.routes import accounts, ops
+from cardpipe.routes import accounts, ops, stats
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.settings import get_settings
 
@@ -18,6 +18,8 @@ def create_app() -> FastAPI:
     app.include_router(accounts.router)
     app.include_router(ops.router)
     app.include_router(ops.metrics_router)
+    app.include_router(ops.page_router)
+    app.include_router(stats.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -110,3 +113,14 @@ metrics_router = APIRouter(tags=["ops"], dependencies=[AdminOnly], responses=ERR
 def metrics() -> Response:
     registry = build_registry(_monitor(), redis_client(), get_sessionmaker())
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+page_router = APIRouter(tags=["ops"])
+_PAGE = (Path(__file__).parent / "ops_page.html").read_text(encoding="utf-8")
+
+
+@page_router.get("/ops", response_class=HTMLResponse)
+def ops_page() -> HTMLResponse:
+    """The ops page: a static shell; its data comes from the admin endpoints with the token
+    the operator types in."""
+    return HTMLResponse(_PAGE)
