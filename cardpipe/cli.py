@@ -6,8 +6,12 @@ import typer
 
 from cardpipe.commands import accounts as account_commands
 from cardpipe.commands import db as db_commands
+from cardpipe.commands import demo as demo_commands
 from cardpipe.commands import dlq as dlq_commands
+from cardpipe.commands import events as event_commands
 from cardpipe.commands import fake as fake_commands
+from cardpipe.commands import redeem as redeem_commands
+from cardpipe.commands import scheduler as scheduler_commands
 from cardpipe.commands import serve as serve_commands
 from cardpipe.commands import wechat as wechat_commands
 from cardpipe.logsetup import configure_logging
@@ -19,8 +23,12 @@ app = typer.Typer(
 )
 account_commands.register(app)
 db_commands.register(app)
+demo_commands.register(app)
 dlq_commands.register(app)
+event_commands.register(app)
 fake_commands.register(app)
+redeem_commands.register(app)
+scheduler_commands.register(app)
 serve_commands.register(app)
 wechat_commands.register(app)
 

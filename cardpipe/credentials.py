@@ -7,11 +7,16 @@ fetches and N-1 reuse its result. A token WeChat rejects (40001/40014/42001) is 
 it is still the stored one (compare-and-expire), so a token already replaced is never dropped.
 
 Every card api_ticket carries a version that grows by one whenever its value changes; tickets
-record the version that signed them, which is how stale signatures are found.
+record the version that signed them, which is how stale signatures are found. A rotation calls
+``on_ticket_rotated`` (the composition root wires it to the bulk re-sign).
+
+Every WeChat call made here or through :meth:`CredentialStore.card_api` passes the account's
+:class:`~cardpipe.outbound.OutboundGuard` (rate limit, 45009/45011 discipline, counters).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -22,23 +27,57 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cardpipe.outbound import GuardedCardApi, OutboundGuard, stats_key
+from cardpipe.settings import get_settings
 from models import Credential, CredentialKind, OfficialAccount
-from wechat.client import CardApi, fetch_access_token, fetch_stable_token
+from wechat.client import STABLE_TOKEN_PATH, TOKEN_PATH, AccessToken, CardApi, fetch_access_token, fetch_stable_token
 from wechat.http import WeChatHttp
 
-#: A reader refreshes (through the writer) only a value with less than this left to live;
-#: refreshing ahead of expiry is the scheduler's job, with the configured margin.
-READER_MIN_VALIDITY_S = 60
+__all__ = [
+    "CredentialStore",
+    "RefreshOutcome",
+    "StoredCredential",
+    "StoredTokenSource",
+    "card_ticket_cache_key",
+    "stats_key",
+]
+
 LOCK_TTL_S = 30
 LOCK_WAIT_S = 20
+#: stable_token hands out a new token only in the last 300 s of the current one (protocol page
+#: §1.2): asking earlier returns the same token, so a stable token is due inside this window.
+STABLE_TOKEN_RENEWAL_S = 240
+#: WeChat answers the same card ticket until it expires: after a fetch that brought nothing new,
+#: the writer does not ask again for this long (unless forced or the value has expired), so
+#: readers near the end of a ticket's life do not turn into a stream of getticket calls.
+UNCHANGED_RECHECK_S = 60
+#: How long the fingerprint of a token WeChat rejected is kept (to spot stable_token handing the
+#: rejected token back, which then needs ``force_refresh``).
+REJECTED_TOKEN_TTL_S = 3600
+
+RotationListener = Callable[[str, int], None]
 
 
 def _cache_key(appid: str, kind: str) -> str:
     return f"cardpipe:credential:{appid}:{kind}"
 
 
-def stats_key(appid: str) -> str:
-    return f"cardpipe:wechat-stats:{appid}"
+def card_ticket_cache_key(appid: str) -> str:
+    """Where the current card ticket (a :class:`StoredCredential` JSON) is cached: the hot poll
+    path reads its version in the same round trip as the payload."""
+    return _cache_key(appid, CredentialKind.CARD_TICKET)
+
+
+def _unchanged_key(appid: str, kind: str) -> str:
+    return f"cardpipe:credential:{appid}:{kind}:unchanged"
+
+
+def _rejected_key(appid: str) -> str:
+    return f"cardpipe:credential:{appid}:rejected-token"
+
+
+def _fingerprint(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +106,12 @@ class RefreshOutcome:
     rotated: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _AccountKeys:
+    app_secret: str = field(repr=False)
+    use_stable_token: bool
+
+
 class CredentialStore:
     def __init__(
         self,
@@ -74,12 +119,24 @@ class CredentialStore:
         sessions: sessionmaker[Session],
         http: WeChatHttp,
         *,
+        guard: OutboundGuard | None = None,
+        reader_min_validity_s: float | None = None,
+        on_ticket_rotated: RotationListener | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._sessions = sessions
         self._http = http
+        self._guard = guard or OutboundGuard.from_settings(redis, sessions)
+        self._reader_min_validity_s = (
+            get_settings().credential_reader_min_validity_s if reader_min_validity_s is None else reader_min_validity_s
+        )
+        self._on_ticket_rotated = on_ticket_rotated
         self._clock = clock
+
+    @property
+    def guard(self) -> OutboundGuard:
+        return self._guard
 
     # -- readers -------------------------------------------------------------------------------
 
@@ -94,75 +151,110 @@ class CredentialStore:
         raw = self._redis.get(_cache_key(appid, CredentialKind.CARD_TICKET))
         return StoredCredential.from_json(raw) if raw else None
 
+    def stored(self, appid: str, kind: str) -> StoredCredential | None:
+        """What the credentials table holds, whatever its age (ops views, never for signing)."""
+        with self._sessions() as session:
+            return self._load(session, appid, kind)
+
     def token_source(self, appid: str) -> StoredTokenSource:
         return StoredTokenSource(self, appid)
 
     def card_api(self, appid: str) -> CardApi:
-        return CardApi(self._http, self.token_source(appid))
+        return GuardedCardApi(self._http, self.token_source(appid), self._guard, appid)
 
     def _read(self, appid: str, kind: str) -> StoredCredential:
         raw = self._redis.get(_cache_key(appid, kind))
         if raw:
             cached = StoredCredential.from_json(raw)
-            if cached.remaining(self._clock()) > READER_MIN_VALIDITY_S:
+            remaining = cached.remaining(self._clock())
+            if remaining > self._reader_min_validity_s or self._unchanged_lately(appid, kind, remaining):
                 return cached
-        return self.refresh(appid, kind, min_validity_s=READER_MIN_VALIDITY_S).credential
+        return self.refresh(appid, kind, min_validity_s=self._reader_min_validity_s).credential
 
     # -- the writer ----------------------------------------------------------------------------
 
     def refresh(self, appid: str, kind: str, *, min_validity_s: float, force: bool = False) -> RefreshOutcome:
-        """Make sure the stored ``kind`` lives at least ``min_validity_s`` more; fetch only if not."""
+        """Make sure the stored ``kind`` lives at least ``min_validity_s`` more; fetch only if not.
+        ``force`` fetches anyway (for a stable token: with ``force_refresh``, 20 a day)."""
         with self._redis.lock(
             f"cardpipe:lock:credential:{appid}:{kind}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S
         ):
-            stored = self._load(appid, kind)
-            if stored and not force and stored.remaining(self._clock()) > min_validity_s:
+            with self._sessions() as session:
+                keys = _account_keys(session, appid)
+                stored = self._load(session, appid, kind)
+            if kind == CredentialKind.ACCESS_TOKEN and keys.use_stable_token:
+                min_validity_s = min(min_validity_s, STABLE_TOKEN_RENEWAL_S)
+            remaining = stored.remaining(self._clock()) if stored else 0.0
+            if stored and not force and (remaining > min_validity_s or self._unchanged_lately(appid, kind, remaining)):
                 self._cache(appid, kind, stored)
                 return RefreshOutcome(stored, fetched=False, rotated=False)
-            value, expires_in = self._fetch(appid, kind)
+            value, expires_in = self._fetch(appid, kind, keys, force=force)
+            if stored and stored.value == value:
+                self._redis.set(_unchanged_key(appid, kind), "1", ex=UNCHANGED_RECHECK_S)
             version = (stored.version + (stored.value != value)) if stored else 1
             fresh = StoredCredential(value=value, expires_at=self._clock() + expires_in, version=version)
             self._save(appid, kind, fresh)
             self._cache(appid, kind, fresh)
-            self._count(appid, "token_fetches" if kind == CredentialKind.ACCESS_TOKEN else "ticket_fetches")
-            return RefreshOutcome(fresh, fetched=True, rotated=stored is not None and stored.value != value)
+            self._guard.count(appid, "token_fetches" if kind == CredentialKind.ACCESS_TOKEN else "ticket_fetches")
+            rotated = stored is not None and stored.value != value
+        if rotated and kind == CredentialKind.CARD_TICKET and self._on_ticket_rotated is not None:
+            self._on_ticket_rotated(appid, version)
+        return RefreshOutcome(fresh, fetched=True, rotated=rotated)
+
+    def _unchanged_lately(self, appid: str, kind: str, remaining: float) -> bool:
+        """A recent fetch brought back the stored value, which has not expired yet."""
+        return remaining > 0 and bool(self._redis.exists(_unchanged_key(appid, kind)))
 
     def invalidate_token(self, appid: str, failed_token: str) -> bool:
         """Compare-and-expire: forget the stored token only if it is ``failed_token``."""
-        self._count(appid, "token_invalid")
+        self._guard.count(appid, "token_invalid")
         kind = CredentialKind.ACCESS_TOKEN
         with self._redis.lock(
             f"cardpipe:lock:credential:{appid}:{kind}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S
         ):
-            stored = self._load(appid, kind)
+            with self._sessions() as session:
+                stored = self._load(session, appid, kind)
             if stored is None or stored.value != failed_token:
                 return False
             expired = StoredCredential(value=stored.value, expires_at=self._clock(), version=stored.version)
             self._save(appid, kind, expired)
             self._redis.delete(_cache_key(appid, kind))
+            self._redis.set(_rejected_key(appid), _fingerprint(failed_token), ex=REJECTED_TOKEN_TTL_S)
             return True
 
-    def _fetch(self, appid: str, kind: str) -> tuple[str, int]:
+    def _fetch(self, appid: str, kind: str, keys: _AccountKeys, *, force: bool) -> tuple[str, int]:
         if kind == CredentialKind.CARD_TICKET:
             ticket = self.card_api(appid).fetch_card_ticket()
             return ticket.value, ticket.expires_in
-        with self._sessions() as session:
-            account = _account(session, appid)
-            secret, stable = account.app_secret, account.use_stable_token
-        token = (
-            fetch_stable_token(self._http, appid, secret) if stable else fetch_access_token(self._http, appid, secret)
-        )
+        if keys.use_stable_token:
+            token = self._fetch_stable(appid, keys.app_secret, force=force)
+            rejected = self._redis.get(_rejected_key(appid))
+            if not force and rejected is not None and rejected.decode() == _fingerprint(token.value):
+                # WeChat handed back the very token it just refused: only a forced refresh helps.
+                token = self._fetch_stable(appid, keys.app_secret, force=True)
+        else:
+            token = self._guard.call(
+                appid, TOKEN_PATH, lambda: fetch_access_token(self._http, appid, keys.app_secret), limited=False
+            )
         return token.value, token.expires_in
 
-    def _load(self, appid: str, kind: str) -> StoredCredential | None:
-        with self._sessions() as session:
-            account = _account(session, appid)
-            row = session.scalars(
-                select(Credential).where(Credential.official_account_id == account.id, Credential.kind == kind)
-            ).one_or_none()
-            if row is None:
-                return None
-            return StoredCredential(value=row.value, expires_at=row.expires_at.timestamp(), version=row.version)
+    def _fetch_stable(self, appid: str, secret: str, *, force: bool) -> AccessToken:
+        return self._guard.call(
+            appid,
+            STABLE_TOKEN_PATH,
+            lambda: fetch_stable_token(self._http, appid, secret, force_refresh=force),
+            limited=False,
+        )
+
+    def _load(self, session: Session, appid: str, kind: str) -> StoredCredential | None:
+        row = session.execute(
+            select(Credential.value, Credential.expires_at, Credential.version)
+            .join(OfficialAccount, OfficialAccount.id == Credential.official_account_id)
+            .where(OfficialAccount.appid == appid, Credential.kind == kind)
+        ).one_or_none()
+        if row is None:
+            return None
+        return StoredCredential(value=row.value, expires_at=row.expires_at.timestamp(), version=row.version)
 
     def _save(self, appid: str, kind: str, credential: StoredCredential) -> None:
         with self._sessions() as session, session.begin():
@@ -182,9 +274,6 @@ class CredentialStore:
         ttl_ms = int(credential.remaining(self._clock()) * 1000)
         if ttl_ms > 0:
             self._redis.set(_cache_key(appid, kind), credential.to_json(), px=ttl_ms)
-
-    def _count(self, appid: str, counter: str) -> None:
-        self._redis.hincrby(stats_key(appid), counter, 1)
 
 
 class StoredTokenSource:
@@ -206,3 +295,8 @@ def _account(session: Session, appid: str) -> OfficialAccount:
     if account is None:
         raise LookupError(f"no official account {appid!r}")
     return account
+
+
+def _account_keys(session: Session, appid: str) -> _AccountKeys:
+    account = _account(session, appid)
+    return _AccountKeys(app_secret=account.app_secret, use_stable_token=account.use_stable_token)

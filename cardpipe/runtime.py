@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
+from weakref import WeakKeyDictionary
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from cardpipe.credentials import CredentialStore
 from cardpipe.db import get_sessionmaker
@@ -17,6 +20,19 @@ def redis_client() -> Redis:
     return Redis.from_url(get_settings().redis_url, health_check_interval=30)
 
 
+_async_redis_clients: WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = WeakKeyDictionary()
+
+
+def async_redis_client() -> AsyncRedis:
+    """The asyncio Redis client of the running event loop (its connections belong to that loop;
+    a test server in a thread has its own loop)."""
+    loop = asyncio.get_running_loop()
+    client = _async_redis_clients.get(loop)
+    if client is None:
+        client = _async_redis_clients[loop] = AsyncRedis.from_url(get_settings().redis_url)
+    return client
+
+
 @lru_cache(maxsize=1)
 def wechat_http() -> WeChatHttp:
     return WeChatHttp.from_settings()
@@ -24,10 +40,19 @@ def wechat_http() -> WeChatHttp:
 
 @lru_cache(maxsize=1)
 def credential_store() -> CredentialStore:
-    return CredentialStore(redis_client(), get_sessionmaker(), wechat_http())
+    return CredentialStore(redis_client(), get_sessionmaker(), wechat_http(), on_ticket_rotated=_resign_outstanding)
+
+
+def _resign_outstanding(appid: str, version: int) -> None:
+    """A new card api_ticket: re-sign every outstanding ticket of the account in bulk."""
+    # Imported here: the actor module imports this one (and binding the broker is its job).
+    from workers.credentials import resign_account
+
+    resign_account.send(appid)
 
 
 def reset() -> None:
     """Forget every shared client (tests that change settings between cases)."""
     for factory in (credential_store, wechat_http, redis_client):
         factory.cache_clear()
+    _async_redis_clients.clear()

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cardpipe.settings import get_settings
 
@@ -26,19 +28,44 @@ def _key_file_key(data_dir: Path) -> bytes:
         return path.read_bytes().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    staging = data_dir / f".secret.key.{os.getpid()}"
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(key)
+    try:
+        # link() is atomic and fails if the name exists: of processes starting together, one
+        # key wins and every process reads that one.
+        os.link(staging, path)
+    except FileExistsError:
+        key = path.read_bytes().strip()
+    finally:
+        staging.unlink()
     return key
 
 
 @lru_cache(maxsize=1)
-def _box() -> MultiFernet:
+def _keys() -> tuple[bytes, ...]:
     settings = get_settings()
     keys = [k.get_secret_value().encode() for k in settings.secret_keys]
     if not keys:
         keys = [_key_file_key(settings.data_dir)]
-    return MultiFernet([Fernet(k) for k in keys])
+    return tuple(keys)
+
+
+@lru_cache(maxsize=1)
+def _box() -> MultiFernet:
+    return MultiFernet([Fernet(k) for k in _keys()])
+
+
+@lru_cache(maxsize=8)
+def derived_keys(purpose: str) -> tuple[bytes, ...]:
+    """One 32-byte key per configured key, derived (HKDF-SHA256) for ``purpose`` only, in the same
+    order: sign with the first, accept any. Other uses (e.g. session-token MACs) never share the
+    at-rest encryption key itself."""
+    return tuple(
+        HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"cardpipe:{purpose}".encode()).derive(key)
+        for key in _keys()
+    )
 
 
 def encrypt(plain: str) -> str:
@@ -54,4 +81,6 @@ def decrypt(token: str) -> str:
 
 def reset_cache() -> None:
     """Forget the loaded keys (tests that change settings)."""
+    _keys.cache_clear()
     _box.cache_clear()
+    derived_keys.cache_clear()

@@ -40,10 +40,45 @@ class Settings(BaseSettings):
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     #: Refresh access_token and api_ticket this many seconds before they expire.
     credential_refresh_margin_s: int = 900
+    #: A reader finding less than this left asks the (locked, re-checking) writer to refresh.
+    credential_reader_min_validity_s: float = 60.0
+    #: WeChat calls per second per official account, shared by every process. WeChat publishes no
+    #: per-second limit for the card API: tune it from ``get_api_quota`` and observed 45011s.
+    wechat_calls_per_s: int = 100
+    #: How long a caller waits (holding its worker thread) for a free slot of that limit before
+    #: its message is deferred instead.
+    wechat_rate_wait_s: float = 1.0
+    #: While an account is blocked by 45009, one call is let through this often to see whether
+    #: the quota is back (the block ends at the next Beijing midnight at the latest).
+    quota_probe_interval_s: float = 300.0
+    #: Tickets per re-sign chunk message after an api_ticket rotation.
+    resign_chunk_tickets: int = 5_000
+    #: The scheduler leads while it holds a Redis lease of this length, renewed every
+    #: ``scheduler_renew_s``; a leader that cannot renew exits.
+    scheduler_lease_s: float = 30.0
+    scheduler_renew_s: float = 10.0
+    #: How often the scheduler asks for due credential refreshes, stale re-signs and reconciles.
+    scheduler_refresh_every_s: float = 60.0
+    scheduler_resign_every_s: float = 60.0
+    scheduler_reconcile_every_s: float = 60.0
+    #: A ticket claimed by the client but not confirmed by WeChat this long is checked with
+    #: ``code/get``; older than ``claim_confirm_max_age_s`` it is left to ops.
+    claim_confirm_delay_s: float = 600.0
+    claim_confirm_max_age_s: float = 86_400.0
+    #: A pre-issuing event started this long ago whose orders still lack tickets is re-enqueued.
+    preissue_stuck_after_s: float = 300.0
     #: Lifetime of a Mini Program session token.
     session_ttl_s: int = 7200
     #: Largest request body accepted from WeChat or a client, in bytes.
     max_body_bytes: int = 64 * 1024
+    #: Largest order file accepted by the admin import endpoint (streamed to disk, not memory).
+    max_import_bytes: int = 1024 * 1024 * 1024
+    #: A worker process silent this long is presumed dead and its unacked messages requeued.
+    broker_heartbeat_timeout_ms: int = 15_000
+    #: Chance (per million broker commands) of running that dead-worker requeue check.
+    broker_maintenance_chance: int = 50_000
+    #: Tickets per pre-issue chunk message (whole orders; a chunk may exceed it by one order).
+    preissue_chunk_tickets: int = 2_000
 
     @field_validator("admin_tokens", "gate_tokens", "secret_keys", mode="before")
     @classmethod

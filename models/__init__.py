@@ -2,9 +2,9 @@
 
 from models.accounts import Credential, CredentialKind, MiniProgram, OfficialAccount
 from models.base import Base
-from models.event import CodeMode, Event
+from models.event import CodeMode, Event, EventState
 from models.inbox import InboxItem, InboxSource
-from models.redemptions import ConsumeSync, Redemption, RedemptionResult
+from models.redemptions import ConsumeSync, Redemption, RedemptionResult, Revocation
 from models.tickets import Order, Ticket, TicketState
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Credential",
     "CredentialKind",
     "Event",
+    "EventState",
     "InboxItem",
     "InboxSource",
     "MiniProgram",
@@ -21,6 +22,7 @@ __all__ = [
     "Order",
     "Redemption",
     "RedemptionResult",
+    "Revocation",
     "Ticket",
     "TicketState",
 ]

@@ -19,6 +19,13 @@ class CodeMode(StrEnum):
     DEPOSIT = "deposit"
 
 
+class EventState(StrEnum):
+    DRAFT = "draft"
+    PREISSUING = "preissuing"
+    #: Every imported order had all its tickets when the last pre-issue chunk committed.
+    ISSUED = "issued"
+
+
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
@@ -34,6 +41,9 @@ class Event(Base):
     card_type: Mapped[str] = mapped_column(String(32), default="MEETING_TICKET")
     #: WeChat's audit state of the card (CARD_STATUS_*), updated by card_pass_check pushes.
     card_status: Mapped[str] = mapped_column(String(32), default="CARD_STATUS_NOT_VERIFY")
+    #: CreateTime of the audit push that set ``card_status``: an older push, redelivered late,
+    #: does not overwrite a newer verdict.
+    card_status_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     code_mode: Mapped[str] = mapped_column(String(16), default=CodeMode.CUSTOM)
     code_length: Mapped[int] = mapped_column(Integer, default=12)
     code_alphabet: Mapped[str] = mapped_column(String(64), default=UNAMBIGUOUS_ALPHABET)
@@ -41,5 +51,12 @@ class Event(Base):
     #: draft → preissuing → issued (pre-issue done); tickets carry their own states.
     state: Mapped[str] = mapped_column(String(16), default="draft")
     preissue_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Progress counters, kept exact in the transactions that change them: the order import
+    #: adds to the totals, each pre-issue chunk to the issued/complete counts. They make progress
+    #: a one-row read instead of a count over a million tickets.
+    orders_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tickets_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    orders_complete: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tickets_issued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,11 +1,12 @@
-"""Gate redemptions: one row per client nonce, so a retried scan changes nothing."""
+"""Gate redemptions (one row per client nonce, so a retried scan changes nothing) and ticket
+revocations, each with where its WeChat side (``code/consume``, ``code/unavailable``) stands."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, UTCDateTime, utcnow
@@ -22,18 +23,30 @@ class RedemptionResult(StrEnum):
 
 
 class ConsumeSync(StrEnum):
-    """Where the WeChat ``code/consume`` of an ``ok`` redemption stands."""
+    """Where the WeChat side of a redemption (``code/consume``) or a revocation
+    (``code/unavailable``) stands."""
 
     NOT_NEEDED = "not_needed"
     PENDING = "pending"
     DONE = "done"
-    #: WeChat already had the code consumed (40099) or otherwise disagrees: ops look at it.
+    #: WeChat and we disagree about the code (consumed elsewhere, deleted, unknown…): ops look at it.
     DISAGREES = "disagrees"
 
 
 class Redemption(Base):
     __tablename__ = "redemptions"
-    __table_args__ = (Index("ix_redemptions_consume_sync", "consume_sync"),)
+    __table_args__ = (
+        Index("ix_redemptions_consume_sync", "consume_sync"),
+        Index("ix_redemptions_event_gate_result", "event_id", "gate", "result"),
+        #: A ticket lets one person in: at most one ``ok`` per ticket, whatever the race.
+        Index(
+            "uq_redemptions_ok_ticket",
+            "ticket_id",
+            unique=True,
+            postgresql_where=text("result = 'ok'"),
+            sqlite_where=text("result = 'ok'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), unique=True)
@@ -45,6 +58,31 @@ class Redemption(Base):
     result: Mapped[str] = mapped_column(String(24))
     detail: Mapped[str | None] = mapped_column(Text)
     consume_sync: Mapped[str] = mapped_column(String(16), default=ConsumeSync.NOT_NEEDED)
+    #: ``code/consume`` calls sent to WeChat.
     consume_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: ``code/consume`` calls sent whose outcome we never learnt (timeout, crash): if WeChat later
+    #: says the code is consumed, one of them did it, and that is success, not a disagreement.
+    consume_in_doubt: Mapped[int] = mapped_column(Integer, default=0)
+    #: When a worker last looked at the pending consume (the resync sweep skips live ones).
+    sync_attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Revocation(Base):
+    """An admin took a ticket back; ``wechat_sync`` tracks the queued ``code/unavailable``."""
+
+    __tablename__ = "revocations"
+    __table_args__ = (Index("ix_revocations_wechat_sync", "wechat_sync"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    #: The ticket's state when it was revoked (a ``ready`` ticket never reached WeChat).
+    previous_state: Mapped[str] = mapped_column(String(16))
+    wechat_sync: Mapped[str] = mapped_column(String(16), default=ConsumeSync.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sync_attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    detail: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -3,7 +3,8 @@
 Queues keep bulk work from starving latency-sensitive work: ``preissue`` (bulk), ``claims``,
 ``events``, ``wechat`` (outbound, rate-limited) and ``maintenance``.
 
-Heartbeat timeout and maintenance chance are tuned for a small deployment: a killed worker's
+Heartbeat timeout and maintenance chance (settings ``CARDPIPE_BROKER_HEARTBEAT_TIMEOUT_MS``,
+``CARDPIPE_BROKER_MAINTENANCE_CHANCE``) are tuned for a small deployment: a killed worker's
 messages come back after ~15 s instead of after a random, possibly hours-long wait (dramatiq #527).
 """
 
@@ -11,21 +12,22 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from cardpipe.settings import get_settings
 from workers.middleware import ActorMetrics, DeadLetterReasons
+from workers.quota_retries import QuotaAwareRetries
 
 QUEUES = ("preissue", "claims", "events", "wechat", "maintenance")
-HEARTBEAT_TIMEOUT_MS = 15_000
-MAINTENANCE_CHANCE = 50_000
 
 
 def build_broker(redis_url: str) -> RedisBroker:
+    settings = get_settings()
     broker = RedisBroker(
         url=redis_url,
-        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
-        maintenance_chance=MAINTENANCE_CHANCE,
+        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+        maintenance_chance=settings.broker_maintenance_chance,
+        middleware=[QuotaAwareRetries() if m is Retries else m() for m in default_middleware],
     )
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetterReasons())

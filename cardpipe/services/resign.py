@@ -3,61 +3,118 @@
 A ticket that is ``ready`` or ``served`` and was signed by an older ticket version gets a new
 cardExt (fresh nonce and timestamp). The UPDATE is guarded by state and version, so running it
 twice, or racing a claim, changes nothing that is already current or already claimed.
+
+Writes are set-based: one SELECT and one UPDATE per batch, whatever its size. On PostgreSQL the
+new payloads travel as one JSON document joined with ``json_to_recordset`` (binding thousands of
+array elements is slower than signing them); SQLite, for the embedded demo, gets an executemany.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from cardpipe.services.ticket_signing import sign_card_ext
-from models import Ticket, TicketState
+from models import Event, Ticket, TicketState
 
 OUTSTANDING = (TicketState.READY, TicketState.SERVED)
+
+_POSTGRES_UPDATE = text(
+    """
+    UPDATE tickets AS t
+       SET card_ext = v.card_ext, nonce = v.nonce, timestamp = v.ts,
+           ticket_version = :version, signed_at = :now, updated_at = :now
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(id bigint, card_ext text, nonce text, ts integer)
+     WHERE t.id = v.id AND t.state IN ('ready', 'served') AND t.ticket_version < :version
+    """
+)
+
+
+def _stale(version: int) -> Any:
+    return Ticket.state.in_(OUTSTANDING) & (Ticket.ticket_version < version)
 
 
 def resign_tickets(session: Session, ticket_ids: Sequence[int], *, api_ticket: str, version: int) -> int:
     """Re-sign those of ``ticket_ids`` still outstanding and older than ``version``; returns how
-    many were re-signed. One SELECT and one executemany UPDATE, whatever the count."""
+    many were re-signed."""
     rows = session.execute(
-        select(Ticket.id, Ticket.card_id, Ticket.code).where(
-            Ticket.id.in_(ticket_ids), Ticket.state.in_(OUTSTANDING), Ticket.ticket_version < version
+        select(Ticket.id, Ticket.card_id, Ticket.code).where(Ticket.id.in_(ticket_ids), _stale(version))
+    ).all()
+    return _write(session, rows, api_ticket=api_ticket, version=version)
+
+
+def resign_range(
+    session: Session, official_account_id: int, first_id: int, last_id: int, *, api_ticket: str, version: int
+) -> int:
+    """Re-sign the account's stale outstanding tickets with ids in ``[first_id, last_id]``."""
+    rows = session.execute(
+        select(Ticket.id, Ticket.card_id, Ticket.code)
+        .join(Event, Event.id == Ticket.event_id)
+        .where(
+            Event.official_account_id == official_account_id,
+            Ticket.id.between(first_id, last_id),
+            _stale(version),
         )
     ).all()
+    return _write(session, rows, api_ticket=api_ticket, version=version)
+
+
+def stale_ranges(session: Session, official_account_id: int, version: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Id ranges covering the account's outstanding tickets signed before ``version``, each
+    holding ``chunk_size`` of them (the last one fewer): the re-sign fan-out."""
+    stale = (
+        select(Ticket.id, ((func.row_number().over(order_by=Ticket.id) - 1) // chunk_size).label("chunk"))
+        .join(Event, Event.id == Ticket.event_id)
+        .where(Event.official_account_id == official_account_id, _stale(version))
+        .subquery()
+    )
+    query = select(func.min(stale.c.id), func.max(stale.c.id)).group_by(stale.c.chunk).order_by(func.min(stale.c.id))
+    return [(int(first), int(last)) for first, last in session.execute(query)]
+
+
+def stale_count(session: Session, official_account_id: int, version: int) -> int:
+    query = (
+        select(func.count())
+        .select_from(Ticket)
+        .join(Event, Event.id == Ticket.event_id)
+        .where(Event.official_account_id == official_account_id, _stale(version))
+    )
+    return int(session.scalar(query) or 0)
+
+
+def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, version: int) -> int:
     if not rows:
         return 0
     now = datetime.now(UTC)
-    params = []
+    signed = []
     for ticket_id, card_id, code in rows:
-        signed = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
-        params.append(
-            {
-                "ticket_id": ticket_id,
-                "card_ext": signed.card_ext,
-                "nonce": signed.nonce,
-                "timestamp": signed.timestamp,
-                "version": version,
-                "signed_at": now,
-            }
-        )
+        ext = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
+        signed.append({"id": ticket_id, "card_ext": ext.card_ext, "nonce": ext.nonce, "ts": ext.timestamp})
+    if session.get_bind().dialect.name == "postgresql":
+        result = session.execute(_POSTGRES_UPDATE, {"rows": json.dumps(signed), "version": version, "now": now})
+        return int(result.rowcount)  # type: ignore[attr-defined]
+    table = Ticket.__table__
     statement = (
-        update(Ticket.__table__)
+        update(table)
         .where(
-            Ticket.__table__.c.id == bindparam("ticket_id"),
-            Ticket.__table__.c.state.in_(OUTSTANDING),
-            Ticket.__table__.c.ticket_version < bindparam("version"),
+            table.c.id == bindparam("ticket_id"),
+            # Not IN (…): an expanding parameter cannot go into an executemany.
+            or_(*(table.c.state == state for state in OUTSTANDING)),
+            table.c.ticket_version < version,
         )
         .values(
             card_ext=bindparam("card_ext"),
             nonce=bindparam("nonce"),
-            timestamp=bindparam("timestamp"),
-            ticket_version=bindparam("version"),
-            signed_at=bindparam("signed_at"),
-            updated_at=bindparam("signed_at"),
+            timestamp=bindparam("ts"),
+            ticket_version=version,
+            signed_at=now,
+            updated_at=now,
         )
     )
-    session.execute(statement, params)
-    return len(params)
+    params = [{"ticket_id": s["id"], "card_ext": s["card_ext"], "nonce": s["nonce"], "ts": s["ts"]} for s in signed]
+    return int(session.execute(statement, params).rowcount)  # type: ignore[attr-defined]

@@ -103,12 +103,17 @@ def upgrade() -> None:
         sa.Column("card_id", sa.String(length=32), nullable=True),
         sa.Column("card_type", sa.String(length=32), nullable=False),
         sa.Column("card_status", sa.String(length=32), nullable=False),
+        sa.Column("card_status_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("code_mode", sa.String(length=16), nullable=False),
         sa.Column("code_length", sa.Integer(), nullable=False),
         sa.Column("code_alphabet", sa.String(length=64), nullable=False),
         sa.Column("launch_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("preissue_started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("orders_total", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("tickets_total", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("orders_complete", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("tickets_issued", sa.Integer(), server_default="0", nullable=False),
         sa.Column("notes", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("code_mode IN ('custom', 'deposit')", name=op.f("ck_events_code_mode")),
@@ -137,6 +142,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["event_id"], ["events.id"], name=op.f("fk_orders_event_id_events")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
         sa.UniqueConstraint("event_id", "order_no", name=op.f("uq_orders_event_id_order_no")),
+        sa.UniqueConstraint("id", "event_id", name=op.f("uq_orders_id_event_id")),
     )
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_orders_mp_openid"), ["mp_openid"], unique=False)
@@ -169,11 +175,14 @@ def upgrade() -> None:
             "state IN ('pending','ready','served','claimed','redeemed','deleted','revoked')",
             name=op.f("ck_tickets_state"),
         ),
-        sa.ForeignKeyConstraint(["event_id"], ["events.id"], name=op.f("fk_tickets_event_id_events")),
-        sa.ForeignKeyConstraint(["order_id"], ["orders.id"], name=op.f("fk_tickets_order_id_orders")),
+        sa.ForeignKeyConstraint(
+            ["order_id", "event_id"], ["orders.id", "orders.event_id"], name=op.f("fk_tickets_order_id_orders")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tickets")),
-        sa.UniqueConstraint("card_id", "code", name=op.f("uq_tickets_card_id_code")),
+        sa.UniqueConstraint("code", "card_id", name=op.f("uq_tickets_code_card_id")),
         sa.UniqueConstraint("order_id", "seq", name=op.f("uq_tickets_order_id_seq")),
+        # Room for HOT updates when every outstanding ticket is re-signed (models/tickets.py).
+        postgresql_with={"fillfactor": 50},
     )
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.create_index("ix_tickets_event_state", ["event_id", "state"], unique=False)
@@ -191,6 +200,8 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=True),
         sa.Column("consume_sync", sa.String(length=16), nullable=False),
         sa.Column("consume_attempts", sa.Integer(), nullable=False),
+        sa.Column("consume_in_doubt", sa.Integer(), nullable=False),
+        sa.Column("sync_attempted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("consumed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["event_id"], ["events.id"], name=op.f("fk_redemptions_event_id_events")),
@@ -200,10 +211,45 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("redemptions", schema=None) as batch_op:
         batch_op.create_index("ix_redemptions_consume_sync", ["consume_sync"], unique=False)
+        batch_op.create_index(
+            "ix_redemptions_event_gate_result", ["event_id", "gate", "result"], unique=False
+        )
+        batch_op.create_index(
+            "uq_redemptions_ok_ticket",
+            ["ticket_id"],
+            unique=True,
+            postgresql_where=sa.text("result = 'ok'"),
+            sqlite_where=sa.text("result = 'ok'"),
+        )
+
+    op.create_table(
+        "revocations",
+        sa.Column("id", BigId, nullable=False),
+        sa.Column("ticket_id", BigId, nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("previous_state", sa.String(length=16), nullable=False),
+        sa.Column("wechat_sync", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("sync_attempted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("synced_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["ticket_id"], ["tickets.id"], name=op.f("fk_revocations_ticket_id_tickets")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_revocations")),
+        sa.UniqueConstraint("ticket_id", name=op.f("uq_revocations_ticket_id")),
+    )
+    with op.batch_alter_table("revocations", schema=None) as batch_op:
+        batch_op.create_index("ix_revocations_wechat_sync", ["wechat_sync"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("revocations", schema=None) as batch_op:
+        batch_op.drop_index("ix_revocations_wechat_sync")
+
+    op.drop_table("revocations")
     with op.batch_alter_table("redemptions", schema=None) as batch_op:
+        batch_op.drop_index("uq_redemptions_ok_ticket")
+        batch_op.drop_index("ix_redemptions_event_gate_result")
         batch_op.drop_index("ix_redemptions_consume_sync")
 
     op.drop_table("redemptions")

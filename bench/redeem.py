@@ -1,0 +1,324 @@
+"""Benchmark: gate redemption, ``POST /v1/redemptions``, with 200 gates scanning at once.
+
+Seeds one event with claimed tickets in a scratch PostgreSQL database, starts the real app under
+uvicorn (``--workers`` processes; real Redis receives the queued WeChat consumes, which no worker
+drains: the answer must not depend on them), then runs the gates from a second process — a lean
+asyncio HTTP/1.1 keep-alive client on uvloop, one connection per gate, so the load generator takes
+as little as possible of the cores it shares with the server and the databases:
+
+0. **baseline**: the same gates, paced the same way, asking the trivial ``GET /healthz``: the
+   floor this machine (and whatever else runs on it) puts under any answer;
+1. **gates at work** (the target): each of ``--gates`` gates scans a fresh ticket, waits for the
+   answer, and scans the next one ``--scan-interval-ms`` later on average (uniform ±50 %, so gates
+   do not march in step); one scan in 20 is a ticket that was already let in (``already_redeemed``);
+2. **saturation** (for information): the same gates scanning back to back with no pause, which
+   measures the most scans per second this machine answers, and the queueing delay at that rate.
+
+Usage::
+
+    .venv/bin/python bench/redeem.py [--gates 200] [--seconds 20] [--scan-interval-ms 1000] [--workers 2]
+
+``BENCH_PG_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) is the server
+the scratch database is created on; ``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/14``)
+the Redis database the consumes are queued to (flushed before and after). The last line printed is
+``{"rps": …, "p99_ms": …, "p50_ms": …, "saturation_rps": …, "saturation_p99_ms": …,
+"baseline_p99_ms": …}`` (rps and p50/p99 of run 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+GATE_TOKEN = "bench-gate-token"
+#: Scans before this much of each run are not measured (connections up, pools warm).
+WARMUP_S = 2.0
+#: One scan in this many is of a ticket the gate already let in.
+RESCAN_EVERY = 20
+#: Fresh tickets seeded for each run: enough for a saturated run of ~1000 scans/s.
+TICKETS_PER_RUN = 30_000
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+
+# --- the gates (second process) -----------------------------------------------------------
+
+
+def _scan_request(code: str, gate: str) -> bytes:
+    body = json.dumps({"code": code, "gate": gate, "nonce": uuid.uuid4().hex}).encode()
+    head = (
+        f"POST /v1/redemptions HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {GATE_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _result_of(body: bytes) -> str:
+    start = body.find(b'"result":"')
+    return body[start + 10 : body.find(b'"', start + 10)].decode() if start >= 0 else "other"
+
+
+class _Run:
+    def __init__(self, start_at: float, stop_at: float) -> None:
+        self.start_at = start_at
+        self.stop_at = stop_at
+        self.latencies: list[float] = []
+        self.results: Counter[str] = Counter()
+
+    def record(self, status: int, result: str, sent_at: float, answered_at: float) -> None:
+        if sent_at >= self.start_at:
+            self.latencies.append(answered_at - sent_at)
+            self.results[result if status == 200 else f"http_{status}"] += 1
+
+
+async def _gate(port: int, name: str, codes: list[str], interval_s: float, run: _Run) -> None:
+    """One gate: scan, wait for the answer, pause, next ticket; now and then a re-scan. With no
+    codes, it asks ``GET /healthz`` instead (the baseline)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    scans = iter(codes)
+    previous: str | None = None
+    rng = random.Random(name)
+    await asyncio.sleep(rng.uniform(0, interval_s))
+    try:
+        while time.perf_counter() < run.stop_at:
+            rescan = previous is not None and rng.randrange(RESCAN_EVERY) == 0
+            code = previous if rescan else next(scans, None)
+            if code is None and codes:
+                raise RuntimeError(f"{name} ran out of tickets: seed more")
+            sent_at = time.perf_counter()
+            writer.write(_scan_request(code, name) if code else HEALTHZ)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+            body = await reader.readexactly(length)
+            answered_at = time.perf_counter()
+            run.record(int(head[9:12]), _result_of(body), sent_at, answered_at)
+            previous = code
+            if interval_s:
+                await asyncio.sleep(max(0.0, interval_s * rng.uniform(0.5, 1.5) - (answered_at - sent_at)))
+    finally:
+        writer.close()
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+async def _gates(port: int, codes: list[str], gates: int, seconds: float, interval_s: float) -> dict:
+    now = time.perf_counter()
+    run = _Run(start_at=now + WARMUP_S, stop_at=now + WARMUP_S + seconds)
+    share = len(codes) // gates if codes else 0
+    await asyncio.gather(
+        *(_gate(port, f"gate-{g:03d}", codes[g * share : (g + 1) * share], interval_s, run) for g in range(gates))
+    )
+    latencies = sorted(run.latencies)
+    return {
+        "scans": len(latencies),
+        "rps": len(latencies) / seconds,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p90_ms": _percentile(latencies, 0.90) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "max_ms": (latencies[-1] if latencies else float("nan")) * 1000,
+        "results": dict(sorted(run.results.items())),
+    }
+
+
+def gates_main(args: argparse.Namespace) -> None:
+    import uvloop
+
+    codes = Path(args.codes).read_text().split() if args.codes else []
+    print(json.dumps(uvloop.run(_gates(args.port, codes, args.gates, args.seconds, args.scan_interval_ms / 1000))))
+
+
+# --- the orchestrator ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run_gates(port: int, codes: list[str], args: argparse.Namespace, interval_ms: float) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".codes", delete=False) as handle:
+        handle.write("\n".join(codes))
+    try:
+        command = [sys.executable, __file__, "--gates-process", "--port", str(port)]
+        command += ["--codes", handle.name] if codes else []
+        command += ["--gates", str(args.gates), "--seconds", str(args.seconds), "--scan-interval-ms", str(interval_ms)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        return dict(json.loads(output.strip().splitlines()[-1]))
+    finally:
+        os.unlink(handle.name)
+
+
+def _create_database(admin_url: str) -> tuple[str, str]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"cardpipe_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), name
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _seed(tickets: int) -> list[str]:
+    """One OA, MP and event; one order with ``tickets`` claimed tickets. Returns their codes."""
+    from sqlalchemy import insert
+
+    from cardpipe.db import session_scope
+    from cardpipe.services import accounts
+    from cardpipe.services.codes import new_codes
+    from models import Event, Order, Ticket, TicketState
+    from models.event import UNAMBIGUOUS_ALPHABET
+
+    tag = uuid.uuid4().hex[:10]
+    codes = new_codes(tickets, 12, UNAMBIGUOUS_ALPHABET)
+    with session_scope() as session:
+        oa = accounts.upsert_official_account(
+            session,
+            accounts.OfficialAccountInput(appid=f"wxoa{tag}", app_secret=f"oa-secret-{tag}", server_token="t0k"),
+        )
+        mp = accounts.upsert_mini_program(session, f"wxmp{tag}", f"mp-secret-{tag}", oa.appid)
+        event = Event(name="bench", official_account_id=oa.id, mini_program_id=mp.id, card_id=f"pBENCH{tag}")
+        session.add(event)
+        session.flush()
+        order = Order(event_id=event.id, order_no="B1", mp_openid="o-bench", ticket_count=tickets)
+        session.add(order)
+        session.flush()
+        common = {"event_id": event.id, "order_id": order.id, "card_id": event.card_id, "state": TicketState.CLAIMED}
+        rows = [{**common, "seq": seq, "code": code} for seq, code in enumerate(codes, start=1)]
+        session.execute(insert(Ticket), rows)
+    return codes
+
+
+def _start_server(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "api:app", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    command += ["--loop", "uvloop", "--http", "httptools"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise RuntimeError("the api server did not start")
+        time.sleep(0.2)
+
+
+def _describe(name: str, figures: dict) -> None:
+    print(
+        f"{name}: {figures['scans']} scans, {figures['rps']:.0f} scans/s, p50 {figures['p50_ms']:.2f} ms, "
+        f"p90 {figures['p90_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, max {figures['max_ms']:.1f} ms, "
+        f"{figures['results']}"
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    import redis
+    from cryptography.fernet import Fernet
+
+    admin_url = os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL)
+    redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    database_url, database_name = _create_database(admin_url)
+    env_values = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CARDPIPE_SECRET_KEYS": Fernet.generate_key().decode(),
+        "CARDPIPE_DATA_DIR": tempfile.mkdtemp(prefix="cardpipe-bench-"),
+        "CARDPIPE_GATE_TOKENS": GATE_TOKEN,
+    }
+    os.environ.update(env_values)
+    sys.path.insert(0, str(ROOT))
+    from cardpipe.migrate import upgrade
+
+    upgrade(database_url)
+    queue = redis.Redis.from_url(redis_url)
+    queue.flushdb()
+    server = None
+    try:
+        started = time.perf_counter()
+        codes = _seed(2 * max(TICKETS_PER_RUN, 100 * args.gates))
+        print(f"seeded {len(codes)} claimed tickets in {time.perf_counter() - started:.1f}s")
+        port = _free_port()
+        server = _start_server(port, args.workers, {**os.environ, **env_values})
+        half = len(codes) // 2
+        baseline = _run_gates(port, [], args, args.scan_interval_ms)
+        _describe(
+            f"baseline: {args.gates} gates asking GET /healthz, one each per ~{args.scan_interval_ms:.0f} ms", baseline
+        )
+        paced = _run_gates(port, codes[:half], args, args.scan_interval_ms)
+        _describe(f"{args.gates} gates, one scan each per ~{args.scan_interval_ms:.0f} ms", paced)
+        saturated = _run_gates(port, codes[half:], args, 0)
+        _describe(f"{args.gates} gates scanning back to back (saturation)", saturated)
+        print(f"consume messages queued for WeChat meanwhile: {queue.llen('dramatiq:wechat')}")
+        print(
+            f"setup: {args.workers} uvicorn workers, {args.gates} keep-alive connections (one per gate), "
+            f"{args.seconds:.0f}s measured after {WARMUP_S:.0f}s warm-up per run, {os.cpu_count()} CPUs shared "
+            "by server, gates, PostgreSQL and Redis"
+        )
+        figures = {
+            "rps": round(paced["rps"], 1),
+            "p99_ms": round(paced["p99_ms"], 3),
+            "p50_ms": round(paced["p50_ms"], 3),
+            "saturation_rps": round(saturated["rps"], 1),
+            "saturation_p99_ms": round(saturated["p99_ms"], 3),
+            "baseline_p99_ms": round(baseline["p99_ms"], 3),
+        }
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=15)
+        from cardpipe.db import reset
+
+        reset()
+        _drop_database(admin_url, database_name)
+        queue.flushdb()
+    print(json.dumps(figures))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gates", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--scan-interval-ms", type=float, default=1000.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gates-process", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--codes", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.gates_process:
+        gates_main(arguments)
+    else:
+        main(arguments)

@@ -1,0 +1,335 @@
+"""A whole event, driven from outside like real users, organisers and gate staff would.
+
+Organiser: registers the accounts, creates the event and its card, imports the orders, starts
+pre-issue. Users (threads, each a person at the fake WeChat): log in, ask for their claim, poll,
+``wx.addCard``, post the result; some cancel first and retry. WeChat (the fake) pushes
+``user_get_card`` to the api. Halfway through, the card api_ticket rotates. Gate staff redeem a
+share of the codes. Then every ticket's state is checked against what it must be.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from sqlalchemy import create_engine, text
+from urllib3.util.retry import Retry
+
+from cardpipe.demo.stack import Stack
+from wechat.fake import FakeWeChatControl
+
+ORDERS_PER_USER = 5
+USER_THREADS = 16
+CANCEL_EVERY = 10
+REDEEM_SHARE = 0.3
+GATES = ("north", "south", "east")
+SETTLE_TIMEOUT_S = 120
+#: A user whose addCard failed taps again after a moment; the demo gives up after this many.
+CLAIM_ATTEMPTS = 10
+RETRY_PAUSE_S = 0.3
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    count: int
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class DemoReport:
+    stages: list[Stage] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    final_states: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    funnel: dict[str, Any] = field(default_factory=dict)
+
+    def timed(self, name: str, count: int, work: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        work()
+        self.stages.append(Stage(name, time.perf_counter() - started, count))
+
+
+class Demo:
+    def __init__(self, stack: Stack, admin_token: str, orders: int) -> None:
+        self.stack = stack
+        self.orders = orders
+        self.admin = _retrying(requests.Session())
+        self.admin.headers["Authorization"] = f"Bearer {admin_token}"
+        self.gate = self.admin
+        self.fake = FakeWeChatControl(stack.fake_url)
+        tag = uuid.uuid4().hex[:8]
+        self.oa_appid, self.mp_appid = f"wxdemooa{tag}", f"wxdemomp{tag}"
+        self.oa_secret, self.mp_secret = secrets.token_hex(16), secrets.token_hex(16)
+        self.server_token = secrets.token_hex(8)
+        self.aes_key = base64.b64encode(os.urandom(32)).decode().rstrip("=")
+        self.users: list[dict[str, Any]] = []
+        self.orders_of: dict[str, list[str]] = {}
+        self.event_id = 0
+        self.report = DemoReport()
+        self._claimed_users = 0
+        self._rotated = threading.Event()
+        self._lock = threading.Lock()
+
+    def _api(self, path: str) -> str:
+        return self.stack.api_url + path
+
+    # -- organiser -------------------------------------------------------------------------------
+
+    def register_accounts(self) -> None:
+        push_url = self._api(f"/wechat/{self.oa_appid}/events")
+        self.fake.register_oa(
+            self.oa_appid,
+            self.oa_secret,
+            self.server_token,
+            encoding_aes_key=self.aes_key,
+            push_url=push_url,
+            safe_mode=True,
+            original_id="gh_demo",
+        )
+        self.fake.register_mp(self.mp_appid, self.mp_secret, self.oa_appid)
+        body = {
+            "app_secret": self.oa_secret,
+            "server_token": self.server_token,
+            "encoding_aes_key": self.aes_key,
+            "original_id": "gh_demo",
+            "name": "Demo OA",
+        }
+        _ok(self.admin.put(self._api(f"/v1/admin/official-accounts/{self.oa_appid}"), json=body))
+        mp_body = {"app_secret": self.mp_secret, "official_account_appid": self.oa_appid, "name": "Demo MP"}
+        _ok(self.admin.put(self._api(f"/v1/admin/mini-programs/{self.mp_appid}"), json=mp_body))
+
+    def create_event(self) -> None:
+        now = int(time.time())
+        card = {
+            "card_type": "MEETING_TICKET",
+            "meeting_detail": "Hall A, doors 19:00",
+            "base_info": {
+                "logo_url": "http://mmbiz.qpic.cn/mmbiz/demo/0",
+                "brand_name": "cardpipe live",
+                "title": "Demo Expo",
+                "color": "Color010",
+                "notice": "Show the QR code at the gate",
+                "description": "One entry per ticket.",
+                "date_info": {
+                    "type": "DATE_TYPE_FIX_TIME_RANGE",
+                    "begin_timestamp": now,
+                    "end_timestamp": now + 86400 * 30,
+                },
+                "get_limit": 50,
+            },
+        }
+        body = {
+            "name": "Demo Expo",
+            "official_account_appid": self.oa_appid,
+            "mini_program_appid": self.mp_appid,
+            "card": card,
+        }
+        event = _ok(self.admin.post(self._api("/v1/admin/events"), json=body))
+        self.event_id = event["id"]
+        self.fake.review_card(event["card_id"])
+
+    def make_users_and_import(self) -> None:
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        writer.writerow(["order_no", "openid", "unionid", "ticket_count"])
+        users = max(1, self.orders // ORDERS_PER_USER)
+        for index in range(users):
+            person = self.fake.add_person(f"demo-{self.event_id}-{index}")
+            self.users.append(person)
+            numbers = [f"D{index:06d}-{n}" for n in range(ORDERS_PER_USER)][: self.orders - index * ORDERS_PER_USER]
+            self.orders_of[person["name"]] = numbers
+            for order_no in numbers:
+                writer.writerow([order_no, person["openids"][self.mp_appid], person["unionid"] or "", 1])
+        url = self._api(f"/v1/admin/events/{self.event_id}/orders")
+        _ok(self.admin.post(url, data=rows.getvalue().encode(), headers={"Content-Type": "text/csv"}))
+
+    def preissue(self) -> None:
+        _ok(self.admin.post(self._api(f"/v1/admin/events/{self.event_id}/preissue")))
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.stack.check_alive()
+            progress = _ok(self.admin.get(self._api(f"/v1/admin/events/{self.event_id}/progress?by_state=false")))
+            if progress["tickets_issued"] >= progress["tickets_total"] > 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("pre-issue did not finish")
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def claim_all(self) -> None:
+        half = len(self.users) // 2
+        with ThreadPoolExecutor(USER_THREADS) as pool:
+            for index, _ in enumerate(pool.map(self._user_claims, self.users)):
+                if index + 1 == half:
+                    self.rotate_ticket()
+
+    def _user_claims(self, person: dict[str, Any]) -> None:
+        client = _retrying(requests.Session())
+        code = self.fake.login(person["name"], self.mp_appid)
+        session = _ok(client.post(self._api("/v1/sessions"), json={"code": code, "appid": self.mp_appid}))
+        client.headers["Authorization"] = f"Bearer {session['token']}"
+        for position, order_no in enumerate(self.orders_of[person["name"]]):
+            cancel_first = (hash(order_no) + position) % CANCEL_EVERY == 0
+            self._claim(client, person["name"], order_no, cancel_first)
+
+    def _claim(self, client: requests.Session, person: str, order_no: str, cancel_first: bool) -> None:
+        base = self._api(f"/v1/orders/{order_no}/claim")
+        _ok(client.post(base))
+        for attempt in range(CLAIM_ATTEMPTS):
+            payload = self._poll(client, base)
+            cancel = cancel_first and attempt == 0
+            result = self.fake.add_card(person, self.mp_appid, payload["cardList"], cancel=cancel)
+            posted = {"errMsg": result["errMsg"], "cardList": result.get("cardList") or payload["cardList"]}
+            if result["errMsg"] != "addCard:ok":
+                posted["cardList"] = payload["cardList"]
+            _ok(client.post(base + "/result", json=posted))
+            if result["errMsg"] == "addCard:ok":
+                return
+            if not cancel:
+                with self._lock:
+                    self.report.errors[f"addCard: {result['errMsg']}"] += 1
+                time.sleep(RETRY_PAUSE_S)
+        with self._lock:
+            self.report.errors[f"claim gave up after {CLAIM_ATTEMPTS} attempts"] += 1
+
+    def _poll(self, client: requests.Session, url: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answer = _ok(client.get(url))
+            if answer["status"] == "ready":
+                return answer
+            time.sleep(answer.get("retry_after_ms", 200) / 1000)
+        raise RuntimeError(f"{url} stayed pending")
+
+    def rotate_ticket(self) -> None:
+        """WeChat issues a new api_ticket and the old one dies at once (no grace): every payload
+        still outstanding must be re-signed before it is served."""
+        self.fake.rotate_ticket(self.oa_appid, grace_s=0)
+        self.stack.run("credentials", "refresh", "--force", self.oa_appid)
+        self._rotated.set()
+
+    # -- gates and checks ------------------------------------------------------------------------
+
+    def wait_until_claimed(self) -> None:
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.stack.check_alive()
+            states = self._ticket_states()
+            if states.get("claimed", 0) == self.orders and self._both_signals() == self.orders:
+                return
+            time.sleep(0.5)
+        self.report.problems.append(f"not every ticket claimed by both signals in time: {self._ticket_states()}")
+
+    def redeem_share(self) -> None:
+        codes = self._codes()[: int(self.orders * REDEEM_SHARE)]
+        answers: Counter[str] = Counter()
+
+        def redeem(code: str) -> None:
+            body = {"code": code, "gate": GATES[hash(code) % len(GATES)], "nonce": uuid.uuid4().hex}
+            answers[_ok(self.gate.post(self._api("/v1/redemptions"), json=body))["result"]] += 1
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(redeem, codes))
+        if answers["ok"] != len(codes):
+            self.report.problems.append(f"redemptions answered {dict(answers)} for {len(codes)} fresh codes")
+        again = {"code": codes[0], "gate": "north", "nonce": uuid.uuid4().hex}
+        if _ok(self.gate.post(self._api("/v1/redemptions"), json=again))["result"] != "already_redeemed":
+            self.report.problems.append("a second scan of a redeemed code was not refused")
+
+    def verify(self) -> None:
+        expected_redeemed = int(self.orders * REDEEM_SHARE)
+        states = self._ticket_states()
+        self.report.final_states = states
+        want = {"redeemed": expected_redeemed, "claimed": self.orders - expected_redeemed}
+        if states != want:
+            self.report.problems.append(f"final ticket states {states}, expected {want}")
+        queues = _ok(self.admin.get(self._api("/ops/queues")))["queues"]
+        dead = {q["name"]: q["dead"] for q in queues if q["dead"]}
+        if dead:
+            self.report.problems.append(f"dead letters: {dead}")
+        self.report.funnel = _ok(self.admin.get(self._api(f"/v1/events/{self.event_id}/stats")))
+        stats = self.fake.stats(self.oa_appid)
+        for endpoint, codes in stats.get("errcodes", {}).items():
+            for errcode, count in codes.items():
+                if errcode != "0":
+                    self.report.errors[f"WeChat {endpoint} errcode {errcode}"] += count
+
+    def _db(self) -> Any:
+        return create_engine(self.stack.env["DATABASE_URL"])
+
+    def _ticket_states(self) -> dict[str, int]:
+        engine = self._db()
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT state, count(*) FROM tickets WHERE event_id = :e GROUP BY state"), {"e": self.event_id}
+            )
+            result = {state: count for state, count in rows}
+        engine.dispose()
+        return result
+
+    def _both_signals(self) -> int:
+        engine = self._db()
+        with engine.connect() as conn:
+            count = conn.execute(
+                text(
+                    "SELECT count(*) FROM tickets WHERE event_id = :e AND confirmed_by_client AND confirmed_by_wechat"
+                ),
+                {"e": self.event_id},
+            ).scalar_one()
+        engine.dispose()
+        return int(count)
+
+    def _codes(self) -> list[str]:
+        engine = self._db()
+        with engine.connect() as conn:
+            codes = list(
+                conn.execute(
+                    text("SELECT code FROM tickets WHERE event_id = :e AND state = 'claimed' ORDER BY id"),
+                    {"e": self.event_id},
+                ).scalars()
+            )
+        engine.dispose()
+        return codes
+
+    def run(self) -> DemoReport:
+        report = self.report
+        report.timed("accounts + event + card", 1, lambda: (self.register_accounts(), self.create_event()))
+        report.timed("users + order import", self.orders, self.make_users_and_import)
+        report.timed("pre-issue", self.orders, self.preissue)
+        report.timed("claims (login, poll, addCard, result)", self.orders, self.claim_all)
+        report.timed("confirmations settled", self.orders, self.wait_until_claimed)
+        report.timed("gate redemptions", int(self.orders * REDEEM_SHARE), self.redeem_share)
+        self.verify()
+        return report
+
+
+def _retrying(session: requests.Session) -> requests.Session:
+    """Clients retry a 5xx after a short pause, as the Mini Program does (the embedded SQLite
+    refuses a write that raced another one instead of waiting for it)."""
+    retry = Retry(total=5, backoff_factor=0.2, status_forcelist=(500, 502, 503), allowed_methods=None)
+    session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=USER_THREADS))
+    return session
+
+
+def _ok(response: requests.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.request.method} {response.url} → {response.status_code}: {response.text[:300]}")
+    return response.json() if response.content else None

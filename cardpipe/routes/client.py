@@ -1,0 +1,231 @@
+"""The Mini Program's API: log in, ask for an order's claim, poll it, report ``wx.addCard``'s result.
+
+Every endpoint but the login needs ``Authorization: Bearer <session token>``. An order that is not
+the caller's answers 404, exactly like one that does not exist.
+
+The poll (``GET /v1/orders/{order_no}/claim``) is the launch-day hot path; it lives in
+``cardpipe.routes.claim_poll``, and this module only documents it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from cardpipe.db import session_scope
+from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, poll_answer, request_issue
+from cardpipe.routes.schemas import ErrorResponse
+from cardpipe.runtime import credential_store, redis_client
+from cardpipe.services import claim_cache, claim_results, claims, sessions
+from cardpipe.services.claim_results import AddCardResult
+from cardpipe.services.claims import ClaimStatus, OrderRef
+from cardpipe.services.sessions import InvalidSession, MpSession
+from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
+from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
+from workers.claims import process_client_result
+from workers.credentials import refresh_card_ticket_now
+
+router = APIRouter(prefix="/v1", tags=["claim"])
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="MiniProgramSession",
+    description="The session token `POST /v1/sessions` returned.",
+)
+
+_401 = {"model": ErrorResponse, "description": "No session token, or a forged or expired one"}
+_404 = {"model": ErrorResponse, "description": "The caller has no order with this number"}
+_413 = {"model": ErrorResponse, "description": "Body over the size limit"}
+_503 = {"model": ErrorResponse, "description": "WeChat is busy or over quota: retry after `Retry-After`"}
+
+
+async def current_session(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> MpSession:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session token required (Authorization: Bearer …)")
+    try:
+        return sessions.verify_token(credentials.credentials)
+    except InvalidSession as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+
+
+CurrentSession = Annotated[MpSession, Depends(current_session)]
+OrderNo = Annotated[str, Path(pattern=ORDER_NO_PATTERN, description="The order number (printable ASCII, no `/`)")]
+
+
+def _wechat_unavailable(exc: WeChatError) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"WeChat did not answer usefully (errcode {exc.errcode}); retry shortly",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+class SessionIn(BaseModel):
+    code: str = Field(min_length=1, max_length=128, description="`wx.login`'s code (single use, ~5 min)")
+    appid: str = Field(pattern=r"^wx[0-9A-Za-z]{6,30}$", description="The mini program's appid")
+
+
+class SessionOut(BaseModel):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`")
+    expires_at: int = Field(description="Unix seconds")
+    expires_in: int = Field(description="Seconds")
+    openid: str = Field(description="The user's openid in this mini program")
+
+
+class CardListItem(BaseModel):
+    cardId: str
+    cardExt: str = Field(description="A JSON string, passed to `wx.addCard` as is")
+
+
+class ClaimPayload(BaseModel):
+    """``ready``: pass ``cardList`` to ``wx.addCard`` unchanged. ``pending``: poll again after
+    ``retry_after_ms``. ``done``: every ticket of the order has been claimed (or is gone)."""
+
+    order_no: str
+    status: ClaimStatus
+    cardList: list[CardListItem] | None = Field(default=None, description="present when ready (empty when done)")
+    retry_after_ms: int | None = Field(default=None, description="present when pending")
+
+
+class ClaimRequested(BaseModel):
+    order_no: str
+    poll_url: str
+    retry_after_ms: int
+
+
+class ResultAccepted(BaseModel):
+    duplicate: bool = Field(description="This exact result was already received; nothing new happened")
+    resigned: bool = Field(description="Tickets the attempt spent got a fresh signature: poll again before retrying")
+    poll_url: str
+
+
+def _poll_url(order_no: str) -> str:
+    return f"/v1/orders/{order_no}/claim"
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+@router.post(
+    "/sessions",
+    response_model=SessionOut,
+    responses={
+        401: {"model": ErrorResponse, "description": "WeChat refused the login code (used, expired, invalid)"},
+        404: {"model": ErrorResponse, "description": "Unknown mini program"},
+        413: _413,
+        429: {"model": ErrorResponse, "description": "WeChat's per-user login rate limit"},
+        502: {"model": ErrorResponse, "description": "WeChat refused the mini program's own credentials"},
+        503: _503,
+    },
+)
+def create_session(body: SessionIn) -> SessionOut:
+    """Exchange `wx.login`'s code for a session token (WeChat `jscode2session`)."""
+    try:
+        token, session = sessions.login(body.appid, body.code)
+    except sessions.UnknownMiniProgram as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except BusinessError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"WeChat refused the login code (errcode {exc.errcode})"
+        ) from None
+    except MinuteQuotaError:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, "too many logins; retry next minute", headers={"Retry-After": "60"}
+        ) from None
+    except WeChatError as exc:
+        if exc.errcode is None or exc.errcode in (-1, 45009):
+            raise _wechat_unavailable(exc) from None
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY, f"WeChat refused the mini program's credentials (errcode {exc.errcode})"
+        ) from None
+    return SessionOut(
+        token=token,
+        expires_at=session.expires_at,
+        expires_in=max(0, session.expires_at - int(time.time())),
+        openid=session.openid,
+    )
+
+
+# --- claim --------------------------------------------------------------------------------
+
+
+@router.post(
+    "/orders/{order_no}/claim",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ClaimRequested,
+    responses={401: _401, 404: _404},
+)
+def request_claim(order_no: OrderNo, session: CurrentSession) -> ClaimRequested:
+    """Idempotent: queue whatever the order still needs (a just-in-time issue), then poll."""
+    ref = OrderRef(session.mp_appid, session.openid, order_no)
+    with session_scope() as db:
+        orders = claims.owned_orders(db, ref)
+        if not orders:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
+        to_issue = claims.orders_to_issue(db, orders)
+    request_issue(to_issue)
+    return ClaimRequested(order_no=order_no, poll_url=_poll_url(order_no), retry_after_ms=claims.RETRY_AFTER_MS)
+
+
+@router.get(
+    "/orders/{order_no}/claim",
+    response_model=None,
+    responses={
+        200: {
+            "model": ClaimPayload,
+            "description": "The claim; `ETag` identifies it",
+            "headers": {"ETag": {"schema": {"type": "string"}}, "Retry-After": {"schema": {"type": "integer"}}},
+        },
+        304: {"description": "Unchanged since the `If-None-Match` ETag"},
+        401: _401,
+        404: _404,
+        503: _503,
+    },
+)
+async def poll_claim(
+    order_no: OrderNo,
+    # Declares the security scheme in the schema; the token is read from ``authorization``.
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    if_none_match: Annotated[str | None, Header(description="The ETag of the claim the client holds")] = None,
+) -> Response:
+    """The `wx.addCard` payload of the caller's order, or `pending` with a retry hint. (Served by
+    `ClaimPollFastPath`; this route documents it and answers what that layer declines.)"""
+    answer = await poll_answer(authorization, order_no, if_none_match)
+    return Response(content=answer.body, status_code=answer.status, headers=answer.headers)
+
+
+@router.post(
+    "/orders/{order_no}/claim/result",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ResultAccepted,
+    responses={401: _401, 404: _404, 413: _413, 503: _503},
+)
+def post_claim_result(order_no: OrderNo, body: AddCardResult, session: CurrentSession) -> ResultAccepted:
+    """What `wx.addCard` returned: stored, then applied by a worker (codes decrypted, tickets
+    claimed). On a cancel or failure the spent tickets are re-signed before this answers, so poll
+    again and retry; send the `cardList` you passed to `wx.addCard` so exactly those are."""
+    ref = OrderRef(session.mp_appid, session.openid, order_no)
+    try:
+        with session_scope() as db:
+            accepted = claim_results.accept(db, ref, body, card_ticket=credential_store().card_ticket)
+            if accepted is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
+            stale = claims.cache_keys(db, accepted.resigned_orders)
+    except WeChatError as exc:
+        raise _wechat_unavailable(exc) from None
+    claim_cache.invalidate(redis_client(), stale)
+    if accepted.inbox_id is not None:
+        process_client_result.send(accepted.inbox_id)
+        if is_signature_failure(body.errMsg) and report_signature_failure(redis_client(), session.oa_appid):
+            refresh_card_ticket_now.send(session.oa_appid)
+    return ResultAccepted(
+        duplicate=accepted.duplicate, resigned=bool(accepted.resigned_orders), poll_url=_poll_url(order_no)
+    )

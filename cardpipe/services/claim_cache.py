@@ -1,0 +1,126 @@
+"""The poll payload cache: pre-serialized claim answers in Redis, one record per (mini program,
+user, order number).
+
+A record is a one-line header — the oldest ticket version that signed a cardExt in it (0: no
+signature inside), the OA whose card ticket that is, the ETag, the claim status — then the JSON
+body exactly as it is sent. The hot path reads the record and the OA's cached card ticket in
+one ``MGET``; a record signed by an older ticket version than the current one is stale and
+rebuilt (re-signed) instead of served.
+
+Writers race: a worker that changes tickets invalidates the record (``INCR`` of a generation
+key, then ``DEL``), while a poll may be rebuilding it from rows it read before that change. A
+rebuild therefore stores its record only if the generation it read before touching the database
+is still current (a compare-and-set in Lua), so a stale rebuild never outlives an invalidation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from cardpipe.credentials import card_ticket_cache_key
+
+KEY_PREFIX = "cardpipe:claim:"
+_GENERATION_PREFIX = "cardpipe:claim-gen:"
+_JIT_PREFIX = "cardpipe:claim-jit:"
+#: Generation keys outlive any rebuild that could have read the previous generation.
+GENERATION_TTL_S = 86_400
+JIT_RESEND_S = 30
+
+_STORE_IF_CURRENT = """
+if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def record_key(mp_appid: str, openid: str, order_no: str) -> str:
+    return f"{KEY_PREFIX}{mp_appid}:{openid}:{order_no}"
+
+
+def _generation_key(key: str) -> str:
+    return _GENERATION_PREFIX + key.removeprefix(KEY_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedClaim:
+    #: The oldest card ticket version among the signatures in ``body``; 0 when it holds none.
+    ticket_version: int
+    oa_appid: str
+    etag: str
+    status: str
+    body: bytes
+
+    @classmethod
+    def of(cls, body: dict[str, object], *, ticket_version: int, oa_appid: str) -> CachedClaim:
+        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        etag = '"' + hashlib.blake2b(raw, digest_size=12).hexdigest() + '"'
+        return cls(ticket_version=ticket_version, oa_appid=oa_appid, etag=etag, status=str(body["status"]), body=raw)
+
+    def is_stale(self, current_version: int | None) -> bool:
+        """Signed by an older card ticket than the current one, or the current one is unknown."""
+        if not self.ticket_version:
+            return False
+        return current_version is None or self.ticket_version < current_version
+
+    def encode(self) -> bytes:
+        header = f"{self.ticket_version} {self.oa_appid} {self.etag} {self.status}\n".encode("ascii")
+        return header + self.body
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CachedClaim:
+        header, _, body = raw.partition(b"\n")
+        version, oa_appid, etag, status = header.decode("ascii").split(" ")
+        return cls(ticket_version=int(version), oa_appid=oa_appid, etag=etag, status=status, body=body)
+
+
+def _ticket_version(raw: bytes | None) -> int | None:
+    return None if raw is None else int(json.loads(raw)["version"])
+
+
+async def read(redis: AsyncRedis, key: str, oa_appid: str) -> tuple[CachedClaim | None, int | None]:
+    """The cached record and the current card ticket version of its OA: one round trip, unless
+    the record was built for another OA than the session's (then one more)."""
+    raw, ticket = await redis.mget(key, card_ticket_cache_key(oa_appid))
+    if raw is None:
+        return None, None
+    claim = CachedClaim.decode(raw)
+    if claim.oa_appid != oa_appid:
+        ticket = await redis.get(card_ticket_cache_key(claim.oa_appid))
+    return claim, _ticket_version(ticket)
+
+
+def generation(redis: Redis, key: str) -> bytes:
+    """Read before the database, handed back to :func:`store_if_current`."""
+    return redis.get(_generation_key(key)) or b"0"
+
+
+def store_if_current(redis: Redis, key: str, claim: CachedClaim, seen_generation: bytes, ttl_ms: int) -> bool:
+    stored = redis.eval(_STORE_IF_CURRENT, 2, key, _generation_key(key), seen_generation, claim.encode(), ttl_ms)
+    return bool(stored)
+
+
+def invalidate(redis: Redis, keys: Iterable[str]) -> None:
+    """Drop the records and bump their generations (after the change is committed)."""
+    pipe = redis.pipeline(transaction=False)
+    count = 0
+    for key in keys:
+        pipe.incr(_generation_key(key))
+        pipe.expire(_generation_key(key), GENERATION_TTL_S)
+        pipe.delete(key)
+        count += 1
+    if count:
+        pipe.execute()
+
+
+def first_issue_request(redis: Redis, order_id: int) -> bool:
+    """True for the first just-in-time issue request of an order in ``JIT_RESEND_S``: polls of a
+    pending order do not each enqueue a message."""
+    return bool(redis.set(f"{_JIT_PREFIX}{order_id}", b"1", nx=True, ex=JIT_RESEND_S))

@@ -1,0 +1,188 @@
+"""What ``wx.addCard`` told the Mini Program, posted back by it: accepted into the inbox, then
+applied by the claims worker.
+
+Accepting stores the result (deduplicated on its content) and, when the user cancelled or an
+item failed, re-signs the tickets whose (timestamp, nonce) that attempt spent — right away, in
+the request, so the user's immediate retry gets a payload WeChat will take. Applying decrypts
+each returned code (``code/decrypt``), checks it is the ticket's code, and claims the ticket.
+
+Which ticket an item is comes from the ``outer_str`` of its echoed cardExt (the ticket id, by the
+project's convention), and only the caller's own tickets count. Codes are not trusted: only a
+code WeChat decrypts to the ticket's own code claims it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cardpipe.credentials import StoredCredential
+from cardpipe.services import claims, inbox
+from cardpipe.services.claims import ClaimOutcome, OrderRef, Signal
+from models import InboxSource, Ticket
+from wechat.errors import BusinessError
+
+ADD_CARD_OK = "addCard:ok"
+CLIENT_RESULT_KIND = "add_card_result"
+
+
+class AddCardItem(BaseModel):
+    """One entry of ``wx.addCard``'s ``cardList`` as the Mini Program received it (on failure,
+    the entry it passed in, if it sends it: that lets the server re-sign exactly that one)."""
+
+    cardId: str = Field(min_length=1, max_length=32)
+    cardExt: str = Field(min_length=2, max_length=2048, description="the cardExt JSON string, echoed")
+    code: str | None = Field(default=None, max_length=512, description="the *encrypted* code (success only)")
+    isSuccess: bool | None = None
+
+
+class AddCardResult(BaseModel):
+    """What ``wx.addCard`` returned: ``errMsg`` is ``addCard:ok`` or ``addCard:fail <reason>``
+    (``addCard:fail cancel`` when the user backed out)."""
+
+    errMsg: str = Field(min_length=1, max_length=256, examples=["addCard:ok", "addCard:fail cancel"])
+    cardList: list[AddCardItem] = Field(default_factory=list, max_length=100)
+
+    @property
+    def ok(self) -> bool:
+        return self.errMsg == ADD_CARD_OK
+
+
+class StoredResult(BaseModel):
+    """The inbox payload: the result plus who posted it and what its attempt spent."""
+
+    mp_appid: str
+    openid: str
+    order_no: str
+    oa_appid: str
+    order_ids: list[int]
+    result: AddCardResult
+    #: ticket id → the nonce a failed or cancelled attempt used (to be replaced).
+    spent: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    inbox_id: int | None
+    duplicate: bool
+    #: Orders whose tickets were re-signed now (their poll records must be invalidated).
+    resigned_orders: list[int]
+
+
+@dataclass
+class Applied:
+    outcomes: dict[int, ClaimOutcome] = field(default_factory=dict)
+    orders: set[int] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+def _ext_ticket(card_ext: str) -> tuple[int, str] | None:
+    """(ticket id, nonce) named by an echoed cardExt, if it is one of ours."""
+    try:
+        ext = json.loads(card_ext)
+        return int(ext["outer_str"]), str(ext["nonce_str"])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def spent_nonces(result: AddCardResult, outstanding: dict[int, str]) -> dict[int, str]:
+    """The caller's outstanding tickets this attempt spent: the failed items it names, or — a
+    failure that names none — every ticket it could have been showing."""
+    failed = [item for item in result.cardList if not (result.ok and item.isSuccess)]
+    if not result.ok and not result.cardList:
+        return dict(outstanding)
+    named = (_ext_ticket(item.cardExt) for item in failed)
+    return {ticket_id: nonce for ticket_id, nonce in filter(None, named) if ticket_id in outstanding}
+
+
+def dedupe_key(ref: OrderRef, result: AddCardResult, spent: dict[int, str]) -> str:
+    """Same caller, order, result and spent nonces ⇒ the same delivery. A bare failure (no
+    cardList) is told apart by the nonces it spent, so the user's second cancel is not a repeat."""
+    material = json.dumps(
+        [ref.mp_appid, ref.openid, ref.order_no, result.model_dump(mode="json"), sorted(spent.items())],
+        separators=(",", ":"),
+    )
+    return "client:" + hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def accept(
+    session: Session, ref: OrderRef, result: AddCardResult, *, card_ticket: Callable[[str], StoredCredential]
+) -> Accepted | None:
+    """Store the result (None if the caller has no such order) and re-sign what it spent."""
+    orders = claims.owned_orders(session, ref)
+    if not orders:
+        return None
+    order_ids = [o.id for o in orders]
+    spent = spent_nonces(result, claims.outstanding_nonces(session, order_ids))
+    stored = StoredResult(
+        mp_appid=ref.mp_appid,
+        openid=ref.openid,
+        order_no=ref.order_no,
+        oa_appid=orders[0].oa_appid,
+        order_ids=order_ids,
+        result=result,
+        spent=spent,
+    )
+    inbox_id = inbox.store(
+        session,
+        source=InboxSource.CLIENT,
+        kind=CLIENT_RESULT_KIND,
+        dedupe_key=dedupe_key(ref, result, spent),
+        payload=stored.model_dump_json(),
+        official_account_id=orders[0].official_account_id,
+    )
+    resigned: list[int] = []
+    if inbox_id is not None and spent:
+        current = card_ticket(stored.oa_appid)
+        resigned = claims.resign_spent(session, spent, api_ticket=current.value, version=current.version)
+    return Accepted(inbox_id=inbox_id, duplicate=inbox_id is None, resigned_orders=resigned)
+
+
+def _ticket_ids(session: Session, order_ids: Collection[int]) -> set[int]:
+    return set(session.scalars(select(Ticket.id).where(Ticket.order_id.in_(order_ids))))
+
+
+def apply(
+    session: Session,
+    stored: StoredResult,
+    *,
+    decrypt: Callable[[str], str],
+    card_ticket: Callable[[str], StoredCredential],
+) -> Applied:
+    """Claim what the client received and re-sign what it spent (a no-op when ``accept`` did).
+    Errors WeChat may clear up later (busy, quota, token) propagate for a retry; a code WeChat
+    refuses to decrypt is noted and skipped."""
+    applied = Applied()
+    own = _ticket_ids(session, stored.order_ids)
+    received = [item for item in stored.result.cardList if stored.result.ok and item.isSuccess and item.code]
+    for item in received:
+        named = _ext_ticket(item.cardExt)
+        if named is None or named[0] not in own:
+            applied.notes.append(f"{item.cardId}: cardExt names none of the order's tickets")
+            continue
+        ticket_id = named[0]
+        try:
+            code = decrypt(item.code or "")
+        except BusinessError as exc:
+            applied.notes.append(f"ticket {ticket_id}: code/decrypt refused (errcode {exc.errcode})")
+            continue
+        outcome = claims.confirm_claim(
+            session, ticket_id=ticket_id, card_id=item.cardId, code=code, signal=Signal.CLIENT
+        )
+        applied.outcomes[ticket_id] = outcome
+        if outcome == ClaimOutcome.UNMATCHED:
+            applied.notes.append(f"ticket {ticket_id}: decrypted code is not the ticket's code")
+        else:
+            applied.orders.update(stored.order_ids)
+    if stored.spent:
+        current = card_ticket(stored.oa_appid)
+        applied.orders.update(
+            claims.resign_spent(session, stored.spent, api_ticket=current.value, version=current.version)
+        )
+    return applied

@@ -1,0 +1,100 @@
+"""The inbox: every client callback and WeChat push, stored raw before anything acts on it.
+
+``store`` is one ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING``: a redelivered callback or push
+inserts nothing and is reported as a duplicate. Processing takes the row with ``FOR UPDATE SKIP
+LOCKED`` (two workers handed the same message do not both call WeChat), does its guarded updates
+and marks the row processed in the same transaction, so a message run twice finds it done.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cardpipe.db import session_scope
+from models import InboxItem
+
+#: ``last_error`` is a diagnosis for ops, not a log: keep it short.
+MAX_ERROR_LENGTH = 500
+
+
+def store(
+    executor: Session | Connection,
+    *,
+    source: str,
+    kind: str,
+    dedupe_key: str,
+    payload: str,
+    official_account_id: int | None = None,
+) -> int | None:
+    """The new row's id, or None when ``dedupe_key`` is already stored (a duplicate). On an
+    autocommit connection it is a single round trip to the database, commit included."""
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    insert = postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(InboxItem)
+        .values(
+            source=source,
+            kind=kind,
+            dedupe_key=dedupe_key,
+            payload=payload,
+            official_account_id=official_account_id,
+            received_at=datetime.now(UTC),
+            attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(InboxItem.id)
+    )
+    return executor.execute(statement).scalar_one_or_none()
+
+
+def take(session: Session, inbox_id: int) -> InboxItem | None:
+    """The unprocessed row, locked for this transaction; None if it is done or being done."""
+    return session.scalars(
+        select(InboxItem)
+        .where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None))
+        .with_for_update(skip_locked=True)
+    ).one_or_none()
+
+
+def mark_processed(session: Session, inbox_id: int, *, note: str | None = None) -> None:
+    """Done. ``note`` records why a row was done without effect (unknown ticket, bad code…)."""
+    values: dict[str, object] = {"processed_at": datetime.now(UTC), "attempts": InboxItem.attempts + 1}
+    if note is not None:
+        values["last_error"] = note[:MAX_ERROR_LENGTH]
+    session.execute(update(InboxItem).where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None)).values(values))
+
+
+def record_failure(inbox_id: int, error: BaseException) -> None:
+    """Count a failed attempt in its own transaction (the attempt's own one was rolled back).
+    The text is the exception's message: typed WeChat errors carry no secret."""
+    with session_scope() as session:
+        session.execute(
+            update(InboxItem)
+            .where(InboxItem.id == inbox_id)
+            .values(attempts=InboxItem.attempts + 1, last_error=f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH])
+        )
+
+
+def stale_unprocessed(
+    session: Session, *, source: str, older_than_s: float, max_attempts: int, limit: int
+) -> list[int]:
+    """Ids of rows of ``source`` still unprocessed after ``older_than_s`` and tried fewer than
+    ``max_attempts`` times: their message was lost or is failing; the sweeper sends them again."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    return list(
+        session.scalars(
+            select(InboxItem.id)
+            .where(
+                InboxItem.processed_at.is_(None),
+                InboxItem.source == source,
+                InboxItem.received_at < cutoff,
+                InboxItem.attempts < max_attempts,
+            )
+            .order_by(InboxItem.received_at)
+            .limit(limit)
+        )
+    )

@@ -1,0 +1,35 @@
+// Runs the claim logic against a running cardpipe (api + workers + fake WeChat).
+// Driven by tests/miniprogram/test_client_kit.py, which starts the stack and passes:
+// CARDPIPE_API, CARDPIPE_FAKE, MP_APPID, PERSON, ORDER_NO, CANCEL_ORDER_NO.
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const { createClaimClient } = require("../claim-logic");
+const { createWxShim } = require("./wx-shim");
+
+const env = process.env;
+const fast = (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 100)));
+
+function client(wx) {
+  return createClaimClient({ wx, apiBase: env.CARDPIPE_API, appid: env.MP_APPID, sleep: fast });
+}
+
+test("a user claims their order", async () => {
+  const wx = createWxShim({ fakeBase: env.CARDPIPE_FAKE, person: env.PERSON, mpAppid: env.MP_APPID });
+  const outcome = await client(wx).claimOrder(env.ORDER_NO);
+  assert.equal(outcome.status, "claimed");
+  assert.ok(outcome.result.cardList.every((card) => card.isSuccess && card.code));
+});
+
+test("after cancelling, the user's retry succeeds", async () => {
+  const wx = createWxShim({ fakeBase: env.CARDPIPE_FAKE, person: env.PERSON, mpAppid: env.MP_APPID, cancelNextAddCard: true });
+  const claims = client(wx);
+  assert.equal((await claims.claimOrder(env.CANCEL_ORDER_NO)).status, "cancelled");
+  assert.equal((await claims.claimOrder(env.CANCEL_ORDER_NO)).status, "claimed");
+});
+
+test("another user's order is not found", async () => {
+  const wx = createWxShim({ fakeBase: env.CARDPIPE_FAKE, person: env.OTHER_PERSON, mpAppid: env.MP_APPID });
+  await assert.rejects(client(wx).claimOrder(env.ORDER_NO), /HTTP 404/);
+});

@@ -1,0 +1,82 @@
+"""The embedded demo runs on SQLite: no row locks there, the guarded UPDATE decides instead."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cardpipe.db import make_engine
+from cardpipe.migrate import upgrade
+from cardpipe.services.redemptions import Answer, NonceInFlight, Scan, redeem
+from models import Event, MiniProgram, OfficialAccount, Order, Redemption, RedemptionResult, Ticket, TicketState
+
+CODE = "ABCDEFGH2345"
+
+
+def _sqlite_sessions(tmp_path: Path) -> sessionmaker[Session]:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    upgrade(url)
+    sessions = sessionmaker(make_engine(url), expire_on_commit=False)
+    with sessions.begin() as session:
+        oa = OfficialAccount(appid="wxoa1", app_secret="oa-secret-1", server_token="token")
+        session.add(oa)
+        session.flush()
+        mp = MiniProgram(appid="wxmp1", app_secret="mp-secret-1", official_account_id=oa.id)
+        session.add(mp)
+        session.flush()
+        event = Event(name="demo", official_account_id=oa.id, mini_program_id=mp.id, card_id="pCARD")
+        session.add(event)
+        session.flush()
+        order = Order(event_id=event.id, order_no="1", mp_openid="oMP", ticket_count=1)
+        session.add(order)
+        session.flush()
+        session.add(Ticket(event_id=event.id, order_id=order.id, seq=1, card_id="pCARD", code=CODE, state="claimed"))
+    return sessions
+
+
+def _redeem(sessions: sessionmaker[Session], scan: Scan) -> Answer:
+    try:
+        with sessions.begin() as session:
+            return redeem(session, scan)
+    except NonceInFlight:
+        with sessions.begin() as session:
+            return redeem(session, scan)
+
+
+def test_racing_gates_on_sqlite_let_exactly_one_in(tmp_path: Path) -> None:
+    sessions = _sqlite_sessions(tmp_path)
+    start = threading.Barrier(20)
+
+    def scan(gate: int) -> RedemptionResult:
+        start.wait()
+        return _redeem(sessions, Scan(CODE, f"gate-{gate}", uuid.uuid4().hex)).result
+
+    with ThreadPoolExecutor(20) as pool:
+        results = Counter(pool.map(scan, range(20)))
+
+    assert results == {RedemptionResult.OK: 1, RedemptionResult.ALREADY_REDEEMED: 19}
+    with sessions() as session:
+        assert session.scalar(select(Ticket.state)) == TicketState.REDEEMED
+        assert session.scalar(select(func.count()).select_from(Redemption)) == 20
+
+
+def test_one_nonce_retried_at_once_on_sqlite_is_one_answer(tmp_path: Path) -> None:
+    sessions = _sqlite_sessions(tmp_path)
+    start = threading.Barrier(10)
+    same = Scan(CODE, "gate-1", uuid.uuid4().hex)
+
+    def scan(_: int) -> tuple[RedemptionResult, bool]:
+        start.wait()
+        answer = _redeem(sessions, same)
+        return answer.result, answer.replayed
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = Counter(pool.map(scan, range(10)))
+
+    assert answers == {(RedemptionResult.OK, False): 1, (RedemptionResult.OK, True): 9}

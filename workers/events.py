@@ -1,0 +1,142 @@
+"""Events queue: act on WeChat's card event pushes (stored in the inbox by
+``POST /wechat/{oa_appid}/events``).
+
+- ``user_get_card`` → the ticket its OuterStr names is claimed (or, if the client callback came
+  first, confirmed by WeChat too), with the holder's OA openid and unionid;
+- ``user_del_card`` → deleted;
+- ``user_consume_card`` → issue 6's ``record_wechat_consume``;
+- ``card_pass_check`` / ``card_not_pass_check`` → the event's card audit status;
+- anything else is kept in the inbox and marked processed.
+
+At-least-once safe in the same way as ``workers.claims``: inbox row locked and marked in the
+transaction of the guarded updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import dramatiq
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
+from cardpipe.db import session_scope
+from cardpipe.outbound import deferral_ms
+from cardpipe.runtime import redis_client
+from cardpipe.services import card_audit, claim_cache, claims, inbox
+from cardpipe.services.claims import ClaimOutcome, Signal
+from cardpipe.services.redemptions import record_wechat_consume
+from models import Ticket
+from wechat.events import (
+    CardEvent,
+    CardNotPassCheck,
+    CardPassCheck,
+    UserConsumeCard,
+    UserDelCard,
+    UserGetCard,
+    parse_event,
+)
+
+MAX_RETRIES = 10
+
+
+@dataclass
+class Handled:
+    note: str | None = None
+    #: Orders whose poll payload the change affects.
+    orders: list[int] = field(default_factory=list)
+
+
+def _pushed_at(event: CardEvent) -> datetime:
+    return datetime.fromtimestamp(event.create_time, UTC)
+
+
+def _ticket_of(session: Session, card_id: str, code: str, outer_str: str = "") -> tuple[int, int] | None:
+    """(ticket id, order id): the ticket OuterStr names (our cardExt's outer_str is the ticket
+    id), else the one with that card and code."""
+    if outer_str.isdigit():
+        row = session.execute(
+            select(Ticket.id, Ticket.order_id).where(Ticket.id == int(outer_str), Ticket.card_id == card_id)
+        ).one_or_none()
+        if row is not None:
+            return row.id, row.order_id
+    row = session.execute(
+        select(Ticket.id, Ticket.order_id).where(Ticket.card_id == card_id, Ticket.code == code)
+    ).one_or_none()
+    return None if row is None else (row.id, row.order_id)
+
+
+def _user_get_card(session: Session, event: UserGetCard) -> Handled:
+    if event.is_give_by_friend:
+        return Handled(note="received as a gift: not a claim of one of our tickets")
+    found = _ticket_of(session, event.card_id, event.code, event.outer_str)
+    if found is None:
+        return Handled(note=f"no ticket of card {event.card_id} with OuterStr {event.outer_str!r} or this code")
+    ticket_id, order_id = found
+    outcome = claims.confirm_claim(
+        session,
+        ticket_id=ticket_id,
+        card_id=event.card_id,
+        code=event.code,
+        signal=Signal.WECHAT,
+        oa_openid=event.from_user,
+        unionid=event.union_id or None,
+    )
+    if outcome == ClaimOutcome.UNMATCHED:
+        return Handled(note=f"ticket {ticket_id}: UserCardCode is not the ticket's code")
+    return Handled(orders=[order_id])
+
+
+def _user_del_card(session: Session, event: UserDelCard) -> Handled:
+    orders = claims.delete(session, card_id=event.card_id, code=event.code)
+    return Handled(orders=orders) if orders else Handled(note="no deletable ticket with this card and code")
+
+
+def _user_consume_card(session: Session, event: UserConsumeCard) -> Handled:
+    record_wechat_consume(
+        session, card_id=event.card_id, code=event.code, consume_source=event.consume_source, at=_pushed_at(event)
+    )
+    found = _ticket_of(session, event.card_id, event.code)
+    return Handled(orders=[] if found is None else [found[1]])
+
+
+def _card_verdict(status: str) -> Callable[[Session, CardEvent], Handled]:
+    def record(session: Session, event: CardEvent) -> Handled:
+        changed = card_audit.record_verdict(session, card_id=event.card_id, status=status, at=_pushed_at(event))
+        return Handled() if changed else Handled(note="no event with this card, or a later verdict is recorded")
+
+    return record
+
+
+_HANDLERS: dict[type[CardEvent], Callable[[Session, CardEvent], Handled]] = {
+    UserGetCard: _user_get_card,  # type: ignore[dict-item]
+    UserDelCard: _user_del_card,  # type: ignore[dict-item]
+    UserConsumeCard: _user_consume_card,  # type: ignore[dict-item]
+    CardPassCheck: _card_verdict(card_audit.VERIFY_OK),
+    CardNotPassCheck: _card_verdict(card_audit.VERIFY_FAIL),
+}
+
+
+def handle(session: Session, event: CardEvent) -> Handled:
+    handler = _HANDLERS.get(type(event))
+    return Handled() if handler is None else handler(session, event)
+
+
+@dramatiq.actor(queue_name="events", max_retries=MAX_RETRIES)
+def process_push(inbox_id: int) -> None:
+    try:
+        with session_scope() as session:
+            item = inbox.take(session, inbox_id)
+            if item is None:
+                return
+            handled = handle(session, parse_event(item.payload))
+            inbox.mark_processed(session, inbox_id, note=handled.note)
+            stale = claims.cache_keys(session, handled.orders)
+    except Exception as exc:
+        if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
+            inbox.record_failure(inbox_id, exc)
+        raise
+    claim_cache.invalidate(redis_client(), stale)
