@@ -72,16 +72,17 @@ def test_workers_and_api_see_one_token_fetch_per_expiry_and_no_40001(
     api = f"http://127.0.0.1:{port}/loadgen/{shop.appid}/{shop.card_id}"
     try:
         wait_until(lambda: _answers(api), what="the api", timeout_s=20)
-        until = time.time() + DURATION_S
+        up_at = time.time()
+        until = up_at + DURATION_S
         for _ in range(8):
             hammer.send(shop.appid, shop.card_id, until)
         api_calls = _drive(api, until)
     finally:
-        watcher.stop()
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+        watcher.stop()
 
     fetched_at = watcher.fetched_at
     stats = fake.stats()
@@ -89,10 +90,13 @@ def test_workers_and_api_see_one_token_fetch_per_expiry_and_no_40001(
     assert errors == {}, errors
     assert stats["calls_by_appid"][shop.appid]["/card/get"] > api_calls * 2  # the workers called too
     assert broker.client.zcard("dramatiq:loadgen.XQ") == 0  # no hammer failed
-    # One fetch per token lifetime: each came once the previous token was inside the refresh
-    # margin, never twice for one token, never after a token had expired
-    assert len(fetched_at) >= DURATION_S // TOKEN_TTL_S + 1, fetched_at
-    gaps = [b - a for a, b in itertools.pairwise(fetched_at)]
+    # One fetch per token lifetime once everything runs: each came once the previous token was
+    # inside the refresh margin, never twice for one token, never after a token had expired.
+    # (While the processes start on a loaded machine nobody is there to refresh ahead, and the
+    # first reader refreshes an expired token: still one fetch, counted below.)
+    running = [t for t in fetched_at if t >= up_at]
+    assert len(running) >= DURATION_S // TOKEN_TTL_S, fetched_at
+    gaps = [b - a for a, b in itertools.pairwise(running)]
     assert all(TOKEN_TTL_S - REFRESH_MARGIN_S - 1.5 <= gap <= TOKEN_TTL_S + 0.5 for gap in gaps), gaps
     assert stats["token_fetches"][shop.appid] == len(fetched_at)
     with session_scope() as session:
@@ -121,13 +125,18 @@ class FetchWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(0.2):
-            now_fetches = int(self._fake.stats()["token_fetches"].get(self._appid, 0))
-            self.fetched_at += [time.time()] * (now_fetches - self._fetches)
-            self._fetches = now_fetches
+            self._sample()
+
+    def _sample(self) -> None:
+        now_fetches = int(self._fake.stats()["token_fetches"].get(self._appid, 0))
+        self.fetched_at += [time.time()] * (now_fetches - self._fetches)
+        self._fetches = now_fetches
 
     def stop(self) -> None:
+        """Stop sampling (after the processes that fetch have exited) with one last sample."""
         self._stopping.set()
         self.join(timeout=5)
+        self._sample()
 
 
 def _drive(api: str, until: float) -> int:

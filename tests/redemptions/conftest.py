@@ -149,7 +149,7 @@ def set_state(ticket_id: int, state: TicketState) -> None:
         session.get_one(Ticket, ticket_id).state = state
 
 
-def wait_until(condition: Any, *, timeout_s: float = 30.0, what: str = "condition") -> None:
+def wait_until(condition: Any, *, timeout_s: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
