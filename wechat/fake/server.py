@@ -18,6 +18,12 @@ from wechat.fake.state import FakeConfig
 STARTUP_TIMEOUT_S = 10.0
 
 
+#: Idle keep-alive connections stay open this long (uvicorn's default is 5 s). Clients pool
+#: connections; a server that drops them sooner makes an idle client's next POST meet a reset,
+#: which the platform itself does not do.
+KEEP_ALIVE_S = 75
+
+
 class FakeWeChatServer:
     """The fake on ``host:port`` (port 0 = a free one) in a daemon thread. Use as a context
     manager; ``url`` is the base URL to give the client (``wechat_api_base``) and the control
@@ -69,6 +75,7 @@ class FakeWeChatServer:
             http="h11",
             ws="none",
             timeout_graceful_shutdown=1,
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -110,6 +117,13 @@ def serve_foreground(
     parts = FakeParts.build(config, push_timeout_s=push_timeout_s, seed=seed)
     print(f"fake api.weixin.qq.com on http://{host}:{port} (control API under {PREFIX}/)", flush=True)
     try:
-        uvicorn.run(create_app(parts), host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(
+            create_app(parts),
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
     finally:
         parts.pusher.close()
