@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from wechat.fake.control import PREFIX
 
@@ -24,6 +25,8 @@ class FakeWeChatControl:
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._session = requests.Session()
+        # One control client serves every simulated user thread of a test or the demo.
+        self._session.mount("http://", HTTPAdapter(pool_maxsize=64))
 
     def close(self) -> None:
         self._session.close()
