@@ -37,6 +37,8 @@ import time
 import uuid
 from pathlib import Path
 
+from scratch_db import drop_database, scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -57,24 +59,6 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on the pre-issue after this")
     return parser.parse_args()
 
-
-def _scratch_database(admin_url: str) -> str:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"cardpipe_bench_preissue_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = make_url(url).database
-    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _configure(database_url: str, redis_url: str, data_dir: str) -> None:
@@ -328,7 +312,7 @@ def main() -> None:
     args = _arguments()
     admin_url = os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL)
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
-    database_url = _scratch_database(admin_url)
+    database_url = scratch_database(admin_url, "cardpipe_bench_preissue")
     scratch = Path(tempfile.mkdtemp(prefix="cardpipe-bench-preissue-"))
     _configure(database_url, redis_url, str(scratch))
 
@@ -421,7 +405,7 @@ def main() -> None:
         from cardpipe import db
 
         db.reset()
-        _drop_database(admin_url, database_url)
+        drop_database(admin_url, database_url)
         redis_lib.Redis.from_url(redis_url).flushdb()
         shutil.rmtree(scratch, ignore_errors=True)
     result = {

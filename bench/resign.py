@@ -33,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 
+from scratch_db import drop_database, scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -52,24 +54,6 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on the re-sign after this")
     return parser.parse_args()
 
-
-def _scratch_database(admin_url: str) -> str:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"cardpipe_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = make_url(url).database
-    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _configure(database_url: str, redis_url: str, data_dir: str, chunk: int) -> None:
@@ -174,7 +158,7 @@ def main() -> None:
     args = _arguments()
     admin_url = os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL)
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
-    database_url = _scratch_database(admin_url)
+    database_url = scratch_database(admin_url, "cardpipe_bench_resign")
     scratch = Path(tempfile.mkdtemp(prefix="cardpipe-bench-"))
     _configure(database_url, redis_url, str(scratch), args.chunk)
 
@@ -274,7 +258,7 @@ def main() -> None:
         from cardpipe import db
 
         db.reset()
-        _drop_database(admin_url, database_url)
+        drop_database(admin_url, database_url)
         redis_lib.Redis.from_url(redis_url).flushdb()
     print(json.dumps({"tickets": args.tickets, "resign_per_s": round(rate), "seconds": round(elapsed, 2)}))
 

@@ -5,9 +5,8 @@ Tickets are pre-issued by issue 3's ``issue_orders``.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from cardpipe.runtime import credential_store
 from cardpipe.services import preissue
 from models import Event, InboxItem, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 from tests.live_server import serve
+from tests.waiting import wait_until
 from tests.worlds import World
 from wechat.fake import FakeWeChatControl, FakeWeChatServer
 
@@ -32,17 +32,6 @@ def api_url(database_url: str, fake_server: FakeWeChatServer) -> Iterator[str]:
     fixtures set up: the test database, the test Redis, the fake WeChat)."""
     with serve(create_app()) as url:
         yield url
-
-
-def wait_until(condition: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout_s}s")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -5,7 +5,6 @@ both this process and the subprocesses it starts (through the environment)."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,17 +43,6 @@ def override_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Override]:
     monkeypatch.undo()
     get_settings.cache_clear()
     runtime.reset()
-
-
-def wait_until(condition: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout_s}s")
-        time.sleep(0.05)
 
 
 def token_fetches(fake: FakeWeChatControl, appid: str) -> int:

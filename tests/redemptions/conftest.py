@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from cardpipe.services.codes import new_code
 from cardpipe.settings import get_settings
 from models import Event, MiniProgram, OfficialAccount, Order, Redemption, Ticket, TicketState
 from models.event import UNAMBIGUOUS_ALPHABET
+from tests import waiting
 from tests.conftest import ADMIN_TOKEN, GATE_TOKEN
 from tests.worlds import World
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
@@ -150,11 +150,8 @@ def set_state(ticket_id: int, state: TicketState) -> None:
 
 
 def wait_until(condition: Any, *, timeout_s: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout_s}s")
-        time.sleep(0.05)
+    """The shared poll, with the longer wait WeChat-outage tests need."""
+    waiting.wait_until(condition, timeout_s=timeout_s, what=what)
 
 
 @pytest.fixture
