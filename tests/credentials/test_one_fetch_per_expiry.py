@@ -17,9 +17,10 @@ import requests
 
 from cardpipe.db import session_scope
 from models import Credential, CredentialKind
-from tests.credentials.conftest import open_shop, wait_until
+from tests.credentials.conftest import open_shop
 from tests.credentials.loadgen import hammer
 from tests.live_server import free_port
+from tests.waiting import wait_until
 from tests.worlds import World
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker

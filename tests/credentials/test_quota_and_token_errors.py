@@ -12,7 +12,8 @@ from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
 from models import Event, EventState, Ticket, TicketState
 from tests.conftest import ADMIN_TOKEN
-from tests.credentials.conftest import Override, Shop, calls, wait_until
+from tests.credentials.conftest import Override, Shop, calls
+from tests.waiting import wait_until
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker
 from workers.credentials import confirm_claims

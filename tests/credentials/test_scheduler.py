@@ -17,7 +17,7 @@ import pytest
 from redis import Redis
 
 from scheduler import EXIT_LEASE_LOST, LEASE_KEY, Job, send_once
-from tests.credentials.conftest import wait_until
+from tests.waiting import wait_until
 from workers.broker import broker
 from workers.credentials import refresh_all_credentials
 
