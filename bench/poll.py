@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scratch_db import drop_database, scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -224,25 +226,6 @@ def _run_load(
         os.unlink(handle.name)
 
 
-def _create_database(admin_url: str) -> tuple[str, str]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"cardpipe_bench_{uuid.uuid4().hex[:8]}"
-    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), name
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @dataclass(frozen=True)
 class _Seeded:
     oa_appid: str
@@ -394,7 +377,7 @@ def main(args: argparse.Namespace) -> None:
     from cryptography.fernet import Fernet
 
     admin_url = os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL)
-    database_url, database_name = _create_database(admin_url)
+    database_url = scratch_database(admin_url, "cardpipe_bench_poll")
     data_dir = tempfile.mkdtemp(prefix="cardpipe-bench-")
     env_values = {
         "DATABASE_URL": database_url,
@@ -468,7 +451,7 @@ def main(args: argparse.Namespace) -> None:
         from cardpipe.db import reset
 
         reset()
-        _drop_database(admin_url, database_name)
+        drop_database(admin_url, database_url)
     print(json.dumps(figures))
 
 

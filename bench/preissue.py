@@ -60,7 +60,6 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-
 def _configure(database_url: str, redis_url: str, data_dir: str) -> None:
     """Settings for this process and the workers it starts (they inherit the environment)."""
     from cryptography.fernet import Fernet

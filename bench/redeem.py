@@ -41,6 +41,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from scratch_db import drop_database, scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -166,23 +168,6 @@ def _run_gates(port: int, codes: list[str], args: argparse.Namespace, interval_m
         os.unlink(handle.name)
 
 
-def _create_database(admin_url: str) -> tuple[str, str]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"cardpipe_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), name
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _seed(tickets: int) -> list[str]:
     """One OA, MP and event; one order with ``tickets`` claimed tickets. Returns their codes."""
     from sqlalchemy import insert
@@ -247,7 +232,7 @@ def main(args: argparse.Namespace) -> None:
 
     admin_url = os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL)
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
-    database_url, database_name = _create_database(admin_url)
+    database_url = scratch_database(admin_url, "cardpipe_bench_redeem")
     env_values = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
@@ -299,7 +284,7 @@ def main(args: argparse.Namespace) -> None:
         from cardpipe.db import reset
 
         reset()
-        _drop_database(admin_url, database_name)
+        drop_database(admin_url, database_url)
         queue.flushdb()
     print(json.dumps(figures))
 

@@ -28,6 +28,7 @@ from cardpipe.services import accounts
 from cardpipe.settings import get_settings
 from tests.services import HOW_TO_START, admin_database_url, in_ci, libpq_url, postgres_problem, redis_problem
 from tests.services import redis_url as configured_redis_url
+from tests.settings_env import environment
 from tests.worlds import MakeWorld, World, new_world
 from wechat.fake import FakeWeChatControl, FakeWeChatServer
 
@@ -147,18 +148,11 @@ def stub_worker(redis_url: str, engine: Engine) -> Iterator[dramatiq.Worker]:
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeWeChatServer]:
     """The fake WeChat for the whole run; the app's WeChat base URL points at it."""
-    with FakeWeChatServer(push_timeout_s=PUSH_TIMEOUT_S, seed=7) as server:
-        previous = os.environ.get("CARDPIPE_WECHAT_API_BASE")
-        os.environ["CARDPIPE_WECHAT_API_BASE"] = server.url
-        get_settings.cache_clear()
-        cardpipe_runtime.reset()
+    with (
+        FakeWeChatServer(push_timeout_s=PUSH_TIMEOUT_S, seed=7) as server,
+        environment(CARDPIPE_WECHAT_API_BASE=server.url),
+    ):
         yield server
-        if previous is None:
-            os.environ.pop("CARDPIPE_WECHAT_API_BASE", None)
-        else:
-            os.environ["CARDPIPE_WECHAT_API_BASE"] = previous
-        get_settings.cache_clear()
-        cardpipe_runtime.reset()
 
 
 @pytest.fixture

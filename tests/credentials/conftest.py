@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
-from cardpipe import runtime
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
 from cardpipe.services import accounts, preissue
-from cardpipe.settings import get_settings
 from models import Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
+from tests.settings_env import rebuild_settings
 from tests.worlds import MakeWorld, World
 from wechat.fake import FakeWeChatControl
 
@@ -36,13 +35,11 @@ def override_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Override]:
     def override(**values: Any) -> None:
         for name, value in values.items():
             monkeypatch.setenv(f"CARDPIPE_{name.upper()}", str(value))
-        get_settings.cache_clear()
-        runtime.reset()
+        rebuild_settings()
 
     yield override
     monkeypatch.undo()
-    get_settings.cache_clear()
-    runtime.reset()
+    rebuild_settings()
 
 
 def token_fetches(fake: FakeWeChatControl, appid: str) -> int:

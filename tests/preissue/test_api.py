@@ -15,6 +15,7 @@ from api import create_app
 from cardpipe.cli import app as cli
 from tests.conftest import ADMIN_TOKEN
 from tests.preissue.conftest import Organiser, base_info, orders_csv, orders_jsonl
+from tests.settings_env import environment
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CSV = {**ADMIN, "Content-Type": "text/csv"}
@@ -191,26 +192,19 @@ def test_preissue_of_an_unknown_event_is_a_404(client: TestClient, organiser: Or
 
 
 def test_the_import_has_its_own_body_limit_and_other_endpoints_keep_theirs(
-    organiser: Organiser, monkeypatch: pytest.MonkeyPatch
+    organiser: Organiser,
 ) -> None:
-    from cardpipe.settings import get_settings
+    with environment(CARDPIPE_MAX_IMPORT_BYTES=str(200 * 1024)), TestClient(create_app()) as client:
+        event_id = _create(client, organiser)["id"]
+        fits = orders_csv(2_000).encode()
+        too_big = orders_csv(6_000).encode()
+        assert 64 * 1024 < len(fits) < 200 * 1024 < len(too_big)
 
-    monkeypatch.setenv("CARDPIPE_MAX_IMPORT_BYTES", str(200 * 1024))
-    get_settings.cache_clear()
-    try:
-        with TestClient(create_app()) as client:
-            event_id = _create(client, organiser)["id"]
-            fits = orders_csv(2_000).encode()
-            too_big = orders_csv(6_000).encode()
-            assert 64 * 1024 < len(fits) < 200 * 1024 < len(too_big)
-
-            assert client.post(f"/v1/admin/events/{event_id}/orders", content=fits, headers=CSV).status_code == 200
-            refused = client.post(f"/v1/admin/events/{event_id}/orders", content=too_big, headers=CSV)
-            padded = _event_body(organiser, notes="x" * 4000, card={"base_info": {"pad": "y" * 70_000}})
-            json_refused = client.post("/v1/admin/events", json=padded, headers=ADMIN)
-            progress = client.get(f"/v1/admin/events/{event_id}/progress", headers=ADMIN).json()
-    finally:
-        get_settings.cache_clear()
+        assert client.post(f"/v1/admin/events/{event_id}/orders", content=fits, headers=CSV).status_code == 200
+        refused = client.post(f"/v1/admin/events/{event_id}/orders", content=too_big, headers=CSV)
+        padded = _event_body(organiser, notes="x" * 4000, card={"base_info": {"pad": "y" * 70_000}})
+        json_refused = client.post("/v1/admin/events", json=padded, headers=ADMIN)
+        progress = client.get(f"/v1/admin/events/{event_id}/progress", headers=ADMIN).json()
 
     assert refused.status_code == 413 and "larger than 204800 bytes" in refused.text
     assert json_refused.status_code == 413

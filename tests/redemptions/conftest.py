@@ -9,27 +9,23 @@ issue 4's); "claimed" tickets are also received by the world's person at the fak
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from api import create_app
-from cardpipe import runtime as cardpipe_runtime
 from cardpipe.db import session_scope
 from cardpipe.services.codes import new_code
-from cardpipe.settings import get_settings
 from models import Event, MiniProgram, OfficialAccount, Order, Redemption, Ticket, TicketState
 from models.event import UNAMBIGUOUS_ALPHABET
 from tests import waiting
 from tests.conftest import ADMIN_TOKEN, GATE_TOKEN
+from tests.live_server import serve
+from tests.settings_env import environment
 from tests.worlds import World
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
 
@@ -170,33 +166,12 @@ def fast_retries() -> Iterator[None]:
 def short_wechat_timeout() -> Iterator[float]:
     """The app's WeChat calls give up after 0.5 s (so a test can make the fake slower than that)."""
     timeout_s = 0.5
-    previous = os.environ.get("CARDPIPE_WECHAT_TIMEOUT_S")
-    os.environ["CARDPIPE_WECHAT_TIMEOUT_S"] = str(timeout_s)
-    get_settings.cache_clear()
-    cardpipe_runtime.reset()
-    yield timeout_s
-    if previous is None:
-        os.environ.pop("CARDPIPE_WECHAT_TIMEOUT_S", None)
-    else:
-        os.environ["CARDPIPE_WECHAT_TIMEOUT_S"] = previous
-    get_settings.cache_clear()
-    cardpipe_runtime.reset()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with environment(CARDPIPE_WECHAT_TIMEOUT_S=str(timeout_s)):
+        yield timeout_s
 
 
 @pytest.fixture
 def live_api(engine: object, redis_url: str) -> Iterator[str]:
     """The real app under uvicorn on a free port, in a thread of this process."""
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=_free_port(), log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout_s=10, what="uvicorn start")
-    yield f"http://127.0.0.1:{config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app()) as url:
+        yield url
