@@ -15,7 +15,7 @@ import workers.broker  # noqa: F401  (binds the broker before any actor is decla
 from cardpipe.db import session_scope
 from cardpipe.outbound import deferral_ms
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import claim_cache, claims, inbox
+from cardpipe.services import claim_cache, inbox
 from cardpipe.services.claim_results import StoredResult, apply
 
 MAX_RETRIES = 10
@@ -26,10 +26,10 @@ def process_client_result(inbox_id: int) -> None:
     store = credential_store()
     try:
         with session_scope() as session:
-            item = inbox.take(session, inbox_id)
-            if item is None:
+            payload = inbox.take(session, inbox_id)
+            if payload is None:
                 return
-            stored = StoredResult.model_validate_json(item.payload)
+            stored = StoredResult.model_validate_json(payload)
             applied = apply(
                 session,
                 stored,
@@ -37,7 +37,7 @@ def process_client_result(inbox_id: int) -> None:
                 card_ticket=store.card_ticket,
             )
             inbox.mark_processed(session, inbox_id, note="; ".join(applied.notes) or None)
-            stale = claims.cache_keys(session, applied.orders)
+            stale = stored.cache_keys if applied.orders else []
     except Exception as exc:
         if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
             inbox.record_failure(inbox_id, exc)

@@ -129,10 +129,10 @@ def handle(session: Session, event: CardEvent) -> Handled:
 def process_push(inbox_id: int) -> None:
     try:
         with session_scope() as session:
-            item = inbox.take(session, inbox_id)
-            if item is None:
+            payload = inbox.take(session, inbox_id)
+            if payload is None:
                 return
-            handled = handle(session, parse_event(item.payload))
+            handled = handle(session, parse_event(payload))
             inbox.mark_processed(session, inbox_id, note=handled.note)
             stale = claims.cache_keys(session, handled.orders)
     except Exception as exc:

@@ -33,6 +33,8 @@ from wechat.fake import FakeWeChatControl
 
 ORDERS_PER_USER = 5
 USER_THREADS = 16
+#: Every n-th user claims order by order (poll, addCard, result per order) instead of all at once.
+ORDER_BY_ORDER_EVERY = 20
 CANCEL_EVERY = 10
 REDEEM_SHARE = 0.3
 GATES = ("north", "south", "east")
@@ -182,31 +184,61 @@ class Demo:
                     self.rotate_ticket()
 
     def _user_claims(self, person: dict[str, Any]) -> None:
+        """Most users claim all their orders with one ``wx.addCard``; every ``ORDER_BY_ORDER_EVERY``-th
+        claims them one order at a time. Some cancel the card page once and try again."""
+        name = person["name"]
         client = _retrying(requests.Session())
-        code = self.fake.login(person["name"], self.mp_appid)
+        code = self.fake.login(name, self.mp_appid)
         session = _ok(client.post(self._api("/v1/sessions"), json={"code": code, "appid": self.mp_appid}))
         client.headers["Authorization"] = f"Bearer {session['token']}"
-        for position, order_no in enumerate(self.orders_of[person["name"]]):
-            cancel_first = (hash(order_no) + position) % CANCEL_EVERY == 0
-            self._claim(client, person["name"], order_no, cancel_first)
+        numbers = self.orders_of[name]
+        index = int(name.rsplit("-", 1)[1])
+        if index % ORDER_BY_ORDER_EVERY == 0:
+            for position, order_no in enumerate(numbers):
+                self._claim_one(client, name, order_no, cancel_first=position == 0 and index % CANCEL_EVERY == 0)
+        else:
+            self._claim_together(client, name, numbers, cancel_first=index % CANCEL_EVERY == 1)
 
-    def _claim(self, client: requests.Session, person: str, order_no: str, cancel_first: bool) -> None:
+    def _claim_together(self, client: requests.Session, person: str, numbers: list[str], cancel_first: bool) -> None:
+        for attempt in range(CLAIM_ATTEMPTS):
+            answer = _ok(client.post(self._api("/v1/claims"), json={"order_nos": numbers}))
+            if answer["status"] == "done":
+                return
+            if answer["status"] == "pending":
+                time.sleep(answer["retry_after_ms"] / 1000)
+                continue
+            outcome = self._add_and_report(client, person, answer["cardList"], cancel_first and attempt == 0, numbers)
+            if outcome:
+                return
+        self._gave_up()
+
+    def _claim_one(self, client: requests.Session, person: str, order_no: str, cancel_first: bool) -> None:
         base = self._api(f"/v1/orders/{order_no}/claim")
         _ok(client.post(base))
         for attempt in range(CLAIM_ATTEMPTS):
             payload = self._poll(client, base)
-            cancel = cancel_first and attempt == 0
-            result = self.fake.add_card(person, self.mp_appid, payload["cardList"], cancel=cancel)
-            posted = {"errMsg": result["errMsg"], "cardList": result.get("cardList") or payload["cardList"]}
-            if result["errMsg"] != "addCard:ok":
-                posted["cardList"] = payload["cardList"]
-            _ok(client.post(base + "/result", json=posted))
-            if result["errMsg"] == "addCard:ok":
+            if self._add_and_report(client, person, payload["cardList"], cancel_first and attempt == 0, [order_no]):
                 return
-            if not cancel:
-                with self._lock:
-                    self.report.errors[f"addCard: {result['errMsg']}"] += 1
-                time.sleep(RETRY_PAUSE_S)
+        self._gave_up()
+
+    def _add_and_report(
+        self, client: requests.Session, person: str, card_list: list[dict[str, str]], cancel: bool, numbers: list[str]
+    ) -> bool:
+        """``wx.addCard`` then the result to the api; True once the cards are added."""
+        result = self.fake.add_card(person, self.mp_appid, card_list, cancel=cancel)
+        added = result["errMsg"] == "addCard:ok"
+        posted = {"errMsg": result["errMsg"], "cardList": result["cardList"] if added else card_list}
+        if len(numbers) == 1:
+            _ok(client.post(self._api(f"/v1/orders/{numbers[0]}/claim/result"), json=posted))
+        else:
+            _ok(client.post(self._api("/v1/claims/result"), json={"order_nos": numbers, **posted}))
+        if not added and not cancel:
+            with self._lock:
+                self.report.errors[f"addCard: {result['errMsg']}"] += 1
+            time.sleep(RETRY_PAUSE_S)
+        return added
+
+    def _gave_up(self) -> None:
         with self._lock:
             self.report.errors[f"claim gave up after {CLAIM_ATTEMPTS} attempts"] += 1
 

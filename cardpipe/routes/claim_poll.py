@@ -29,7 +29,7 @@ from cardpipe.runtime import async_redis_client, credential_store, redis_client
 from cardpipe.services import claim_cache, claims, sessions
 from cardpipe.services.claim_cache import CachedClaim
 from cardpipe.services.claims import ClaimStatus, OrderRef
-from cardpipe.services.sessions import InvalidSession
+from cardpipe.services.sessions import InvalidSession, MpSession
 from wechat.errors import WeChatError
 from workers.preissue import issue_orders
 
@@ -67,16 +67,31 @@ def request_issue(to_issue: list[tuple[int, int]]) -> None:
             issue_orders.send(event_id, [order_id])
 
 
-def _rebuild(ref: OrderRef) -> CachedClaim | None:
+def rebuild(refs: list[OrderRef]) -> dict[str, CachedClaim]:
+    """Build one caller's claims from the database and cache them (order number → claim). Raises
+    ``claims.UnknownOrders``, building nothing, if the caller lacks any of the orders."""
     redis = redis_client()
-    seen = claim_cache.generation(redis, ref.cache_key)
+    seen = claim_cache.generations(redis, [ref.cache_key for ref in refs])
     with session_scope() as session:
-        built = claims.build_claim(session, ref, card_ticket=credential_store().card_ticket)
-    if built is None:
-        return None
-    claim_cache.store_if_current(redis, ref.cache_key, built.claim, seen, built.ttl_ms)
-    request_issue(built.to_issue)
-    return built.claim
+        built = claims.build_claims(session, refs, card_ticket=credential_store().card_ticket)
+    for ref, generation in zip(refs, seen, strict=True):
+        if (answer := built.get(ref.order_no)) is not None:
+            claim_cache.store_if_current(redis, ref.cache_key, answer.claim, generation, answer.ttl_ms)
+            request_issue(answer.to_issue)
+    return {order_no: answer.claim for order_no, answer in built.items()}
+
+
+async def current_claims(session: MpSession, order_nos: list[str]) -> dict[str, CachedClaim]:
+    """The claims of the caller's orders: cached records where they may be served, the rest
+    rebuilt (re-signed if stale) in a worker thread. Raises ``claims.UnknownOrders`` if the caller
+    lacks one, ``WeChatError`` if a re-sign needed a card ticket WeChat would not give."""
+    refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
+    cached = await claim_cache.read_many(async_redis_client(), [ref.cache_key for ref in refs], session.oa_appid)
+    answers = {ref.order_no: claim for ref, claim in zip(refs, cached, strict=True) if claim is not None}
+    missing = [ref for ref in refs if ref.order_no not in answers]
+    if missing:
+        answers.update(await run_in_threadpool(rebuild, missing))
+    return answers
 
 
 def _not_modified(if_none_match: str, etag: str) -> bool:
@@ -91,16 +106,13 @@ async def poll_answer(authorization: str | None, order_no: str, if_none_match: s
         session = sessions.verify_token(token)
     except InvalidSession as exc:
         return _error(401, str(exc), **{"www-authenticate": "Bearer"})
-    ref = OrderRef(session.mp_appid, session.openid, order_no)
-    claim, current_version = await claim_cache.read(async_redis_client(), ref.cache_key, session.oa_appid)
-    if claim is None or claim.is_stale(current_version):
-        try:
-            claim = await run_in_threadpool(_rebuild, ref)
-        except WeChatError as exc:
-            detail = f"WeChat did not answer usefully (errcode {exc.errcode}); retry shortly"
-            return _error(503, detail, **{"retry-after": RETRY_AFTER_S})
-        if claim is None:
-            return _error(404, "no such order")
+    try:
+        claim = (await current_claims(session, [order_no]))[order_no]
+    except claims.UnknownOrders:
+        return _error(404, "no such order")
+    except WeChatError as exc:
+        detail = f"WeChat did not answer usefully (errcode {exc.errcode}); retry shortly"
+        return _error(503, detail, **{"retry-after": RETRY_AFTER_S})
     headers = {"etag": claim.etag, "cache-control": "no-cache"}
     if claim.status == ClaimStatus.PENDING:
         headers["retry-after"] = RETRY_AFTER_S

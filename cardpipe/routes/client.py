@@ -9,6 +9,7 @@ The poll (``GET /v1/orders/{order_no}/claim``) is the launch-day hot path; it li
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
@@ -17,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
-from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, poll_answer, request_issue
+from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
 from cardpipe.routes.schemas import ErrorResponse
 from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import claim_cache, claim_results, claims, sessions
@@ -104,6 +105,41 @@ class ResultAccepted(BaseModel):
     duplicate: bool = Field(description="This exact result was already received; nothing new happened")
     resigned: bool = Field(description="Tickets the attempt spent got a fresh signature: poll again before retrying")
     poll_url: str
+
+
+#: Orders one ``/v1/claims`` may name. WeChat documents no length limit for ``wx.addCard``'s
+#: cardList (the protocol page: unverified); ten orders keeps a claim to one screen of cards.
+MAX_ORDERS_PER_CLAIM = 10
+BatchOrderNo = Annotated[str, Field(pattern=ORDER_NO_PATTERN)]
+
+
+class BatchClaimIn(BaseModel):
+    order_nos: list[BatchOrderNo] = Field(min_length=1, max_length=MAX_ORDERS_PER_CLAIM)
+
+
+class OrderStatus(BaseModel):
+    order_no: str
+    status: ClaimStatus
+
+
+class BatchClaim(BaseModel):
+    """``ready``: pass ``cardList`` (every ready order's cards) to ``wx.addCard`` unchanged;
+    ``pending``: nothing is ready yet, call again after ``retry_after_ms``; ``done``: every
+    order is claimed. ``orders`` says where each order stands."""
+
+    status: ClaimStatus
+    cardList: list[CardListItem]
+    orders: list[OrderStatus]
+    retry_after_ms: int | None = None
+
+
+class BatchResultIn(AddCardResult):
+    order_nos: list[BatchOrderNo] = Field(min_length=1, max_length=MAX_ORDERS_PER_CLAIM)
+
+
+class BatchResultAccepted(BaseModel):
+    duplicate: bool = Field(description="This exact result was already received; nothing new happened")
+    resigned: bool = Field(description="Tickets the attempt spent got a fresh signature: claim again before retrying")
 
 
 def _poll_url(order_no: str) -> str:
@@ -212,20 +248,99 @@ def post_claim_result(order_no: OrderNo, body: AddCardResult, session: CurrentSe
     """What `wx.addCard` returned: stored, then applied by a worker (codes decrypted, tickets
     claimed). On a cancel or failure the spent tickets are re-signed before this answers, so poll
     again and retry; send the `cardList` you passed to `wx.addCard` so exactly those are."""
-    ref = OrderRef(session.mp_appid, session.openid, order_no)
+    accepted = _accept_result(session, [order_no], body)
+    return ResultAccepted(
+        duplicate=accepted.duplicate, resigned=bool(accepted.resigned_orders), poll_url=_poll_url(order_no)
+    )
+
+
+def _accept_result(session: MpSession, order_nos: list[str], result: AddCardResult) -> claim_results.Accepted:
+    """Store the result, queue its processing, and invalidate the polls of what it re-signed."""
+    refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
     try:
         with session_scope() as db:
-            accepted = claim_results.accept(db, ref, body, card_ticket=credential_store().card_ticket)
-            if accepted is None:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
+            accepted = claim_results.accept(db, refs, result, card_ticket=credential_store().card_ticket)
             stale = claims.cache_keys(db, accepted.resigned_orders)
+    except claims.UnknownOrders as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except WeChatError as exc:
         raise _wechat_unavailable(exc) from None
     claim_cache.invalidate(redis_client(), stale)
     if accepted.inbox_id is not None:
         process_client_result.send(accepted.inbox_id)
-        if is_signature_failure(body.errMsg) and report_signature_failure(redis_client(), session.oa_appid):
+        if is_signature_failure(result.errMsg) and report_signature_failure(redis_client(), session.oa_appid):
             refresh_card_ticket_now.send(session.oa_appid)
-    return ResultAccepted(
-        duplicate=accepted.duplicate, resigned=bool(accepted.resigned_orders), poll_url=_poll_url(order_no)
+    return accepted
+
+
+class OpenCardItem(BaseModel):
+    cardId: str
+    code: str = Field(description="The real code, as `wx.openCard` wants it")
+
+
+class CardsInPackage(BaseModel):
+    order_no: str
+    cardList: list[OpenCardItem] = Field(description="Pass to `wx.openCard` as is")
+
+
+@router.get(
+    "/orders/{order_no}/cards",
+    response_model=CardsInPackage,
+    responses={401: _401, 404: _404},
+)
+def cards_of_order(order_no: OrderNo, session: CurrentSession) -> CardsInPackage:
+    """The order's tickets that are in the caller's WeChat card package (claimed or redeemed),
+    with their real codes: the `cardList` for `wx.openCard`, to show a ticket after adding it."""
+    with session_scope() as db:
+        cards = claims.cards_in_package(db, OrderRef(session.mp_appid, session.openid, order_no))
+    if cards is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
+    return CardsInPackage(
+        order_no=order_no, cardList=[OpenCardItem(cardId=card_id, code=code) for card_id, code in cards]
     )
+
+
+# --- several orders in one wx.addCard -------------------------------------------------------
+
+
+@router.post(
+    "/claims",
+    response_model=BatchClaim,
+    responses={401: _401, 404: _404, 413: _413, 503: _503},
+)
+async def claim_orders(body: BatchClaimIn, session: CurrentSession) -> BatchClaim:
+    """Claim several of the caller's orders with one `wx.addCard`: the answer's `cardList` holds
+    the cards of every order that is ready. Idempotent, like polling; call it again after
+    `retry_after_ms` while some order is `pending`. Then post the result to `/v1/claims/result`
+    with the same `order_nos`."""
+    order_nos = list(dict.fromkeys(body.order_nos))
+    try:
+        answers = await current_claims(session, order_nos)
+    except claims.UnknownOrders as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except WeChatError as exc:
+        raise _wechat_unavailable(exc) from None
+    bodies = [json.loads(answers[order_no].body) for order_no in order_nos]
+    card_list = [item for answer in bodies for item in answer.get("cardList") or []]
+    statuses = [OrderStatus(order_no=answer["order_no"], status=answer["status"]) for answer in bodies]
+    if card_list:
+        return BatchClaim(status=ClaimStatus.READY, cardList=card_list, orders=statuses)
+    if any(answer.status == ClaimStatus.PENDING for answer in statuses):
+        return BatchClaim(
+            status=ClaimStatus.PENDING, cardList=[], orders=statuses, retry_after_ms=claims.RETRY_AFTER_MS
+        )
+    return BatchClaim(status=ClaimStatus.DONE, cardList=[], orders=statuses)
+
+
+@router.post(
+    "/claims/result",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchResultAccepted,
+    responses={401: _401, 404: _404, 413: _413, 503: _503},
+)
+def post_claims_result(body: BatchResultIn, session: CurrentSession) -> BatchResultAccepted:
+    """What `wx.addCard` returned for a `/v1/claims` cardList, with the `order_nos` that claim
+    named: handled exactly like one order's result."""
+    result = AddCardResult(errMsg=body.errMsg, cardList=body.cardList)
+    accepted = _accept_result(session, list(dict.fromkeys(body.order_nos)), result)
+    return BatchResultAccepted(duplicate=accepted.duplicate, resigned=bool(accepted.resigned_orders))

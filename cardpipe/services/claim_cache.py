@@ -85,21 +85,20 @@ def _ticket_version(raw: bytes | None) -> int | None:
     return None if raw is None else int(json.loads(raw)["version"])
 
 
-async def read(redis: AsyncRedis, key: str, oa_appid: str) -> tuple[CachedClaim | None, int | None]:
-    """The cached record and the current card ticket version of its OA: one round trip, unless
-    the record was built for another OA than the session's (then one more)."""
-    raw, ticket = await redis.mget(key, card_ticket_cache_key(oa_appid))
-    if raw is None:
-        return None, None
-    claim = CachedClaim.decode(raw)
-    if claim.oa_appid != oa_appid:
-        ticket = await redis.get(card_ticket_cache_key(claim.oa_appid))
-    return claim, _ticket_version(ticket)
+async def read_many(redis: AsyncRedis, keys: list[str], oa_appid: str) -> list[CachedClaim | None]:
+    """The records of ``keys`` that may be served as they are, in one round trip: a missing
+    record, a stale one, or one built for another OA than the caller's is None (to rebuild)."""
+    *raws, ticket = await redis.mget(*keys, card_ticket_cache_key(oa_appid))
+    current = _ticket_version(ticket)
+    claims = [None if raw is None else CachedClaim.decode(raw) for raw in raws]
+    return [
+        None if claim is None or claim.oa_appid != oa_appid or claim.is_stale(current) else claim for claim in claims
+    ]
 
 
-def generation(redis: Redis, key: str) -> bytes:
+def generations(redis: Redis, keys: list[str]) -> list[bytes]:
     """Read before the database, handed back to :func:`store_if_current`."""
-    return redis.get(_generation_key(key)) or b"0"
+    return [raw or b"0" for raw in redis.mget([_generation_key(key) for key in keys])]
 
 
 def store_if_current(redis: Redis, key: str, claim: CachedClaim, seen_generation: bytes, ttl_ms: int) -> bool:

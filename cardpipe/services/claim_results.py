@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.credentials import StoredCredential
 from cardpipe.services import claims, inbox
+from cardpipe.services.claim_cache import record_key
 from cardpipe.services.claims import ClaimOutcome, OrderRef, Signal
 from models import InboxSource, Ticket
 from wechat.errors import BusinessError
@@ -59,12 +60,18 @@ class StoredResult(BaseModel):
 
     mp_appid: str
     openid: str
-    order_no: str
+    #: The orders the client asked for in the claim that led to this result (one, or a batch).
+    order_nos: list[str]
     oa_appid: str
     order_ids: list[int]
     result: AddCardResult
     #: ticket id → the nonce a failed or cancelled attempt used (to be replaced).
     spent: dict[int, str]
+
+    @property
+    def cache_keys(self) -> list[str]:
+        """The poll records of the orders this result is about."""
+        return [record_key(self.mp_appid, self.openid, order_no) for order_no in self.order_nos]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,51 +108,56 @@ def spent_nonces(result: AddCardResult, outstanding: dict[int, str]) -> dict[int
     return {ticket_id: nonce for ticket_id, nonce in filter(None, named) if ticket_id in outstanding}
 
 
-def dedupe_key(ref: OrderRef, result: AddCardResult, spent: dict[int, str]) -> str:
-    """Same caller, order, result and spent nonces ⇒ the same delivery. A bare failure (no
+def dedupe_key(refs: Sequence[OrderRef], result: AddCardResult, spent: dict[int, str]) -> str:
+    """Same caller, orders, result and spent nonces ⇒ the same delivery. A bare failure (no
     cardList) is told apart by the nonces it spent, so the user's second cancel is not a repeat."""
-    material = json.dumps(
-        [ref.mp_appid, ref.openid, ref.order_no, result.model_dump(mode="json"), sorted(spent.items())],
-        separators=(",", ":"),
-    )
+    caller = [refs[0].mp_appid, refs[0].openid, sorted({ref.order_no for ref in refs})]
+    material = json.dumps([*caller, result.model_dump(mode="json"), sorted(spent.items())], separators=(",", ":"))
     return "client:" + hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 def accept(
-    session: Session, ref: OrderRef, result: AddCardResult, *, card_ticket: Callable[[str], StoredCredential]
-) -> Accepted | None:
-    """Store the result (None if the caller has no such order) and re-sign what it spent."""
-    orders = claims.owned_orders(session, ref)
-    if not orders:
-        return None
+    session: Session,
+    refs: Sequence[OrderRef],
+    result: AddCardResult,
+    *,
+    card_ticket: Callable[[str], StoredCredential],
+) -> Accepted:
+    """Store the result of the claim of ``refs`` (one caller's orders) and re-sign what it spent.
+    Raises ``claims.UnknownOrders``, storing nothing, if the caller lacks any of the orders."""
+    orders = claims.all_owned_orders(session, refs)
     order_ids = [o.id for o in orders]
     spent = spent_nonces(result, claims.outstanding_nonces(session, order_ids))
     stored = StoredResult(
-        mp_appid=ref.mp_appid,
-        openid=ref.openid,
-        order_no=ref.order_no,
+        mp_appid=refs[0].mp_appid,
+        openid=refs[0].openid,
+        order_nos=sorted({ref.order_no for ref in refs}),
         oa_appid=orders[0].oa_appid,
         order_ids=order_ids,
         result=result,
         spent=spent,
     )
+    current = card_ticket(stored.oa_appid) if spent else None  # before the first write
     inbox_id = inbox.store(
         session,
         source=InboxSource.CLIENT,
         kind=CLIENT_RESULT_KIND,
-        dedupe_key=dedupe_key(ref, result, spent),
+        dedupe_key=dedupe_key(refs, result, spent),
         payload=stored.model_dump_json(),
         official_account_id=orders[0].official_account_id,
     )
     resigned: list[int] = []
-    if inbox_id is not None and spent:
-        current = card_ticket(stored.oa_appid)
+    if inbox_id is not None and current is not None:
         resigned = claims.resign_spent(session, spent, api_ticket=current.value, version=current.version)
     return Accepted(inbox_id=inbox_id, duplicate=inbox_id is None, resigned_orders=resigned)
 
 
-def _ticket_ids(session: Session, order_ids: Collection[int]) -> set[int]:
-    return set(session.scalars(select(Ticket.id).where(Ticket.order_id.in_(order_ids))))
+def _own_tickets(session: Session, order_ids: Collection[int]) -> dict[int, bool]:
+    """ticket id → whether WeChat's ``user_get_card`` already proved it reached its holder."""
+    rows = session.execute(
+        select(Ticket.id, Ticket.confirmed_by_wechat, Ticket.state).where(Ticket.order_id.in_(order_ids))
+    ).all()
+    return {ticket_id: bool(by_wechat) and state in claims.PAST_CLAIM for ticket_id, by_wechat, state in rows}
 
 
 def apply(
@@ -157,31 +169,48 @@ def apply(
 ) -> Applied:
     """Claim what the client received and re-sign what it spent (a no-op when ``accept`` did).
     Errors WeChat may clear up later (busy, quota, token) propagate for a retry; a code WeChat
-    refuses to decrypt is noted and skipped."""
+    refuses to decrypt is noted and skipped.
+
+    A ticket WeChat's push already proved claimed is only marked reported by the client: its code
+    is not decrypted. The decryption exists to prove a claim WeChat has not confirmed yet; for a
+    proven one it would spend a ``code/decrypt`` call (a daily quota, at launch-day volume) to
+    learn what is already known. The ticket is the caller's own either way.
+
+    Every WeChat call (decrypt, card ticket) comes before the first write: a transaction never
+    holds its write locks across a network call (on SQLite that lock is the whole database's)."""
     applied = Applied()
-    own = _ticket_ids(session, stored.order_ids)
+    own = _own_tickets(session, stored.order_ids)
     received = [item for item in stored.result.cardList if stored.result.ok and item.isSuccess and item.code]
+    #: (ticket id, card id, decrypted code — None when WeChat already proved the claim)
+    reports: list[tuple[int, str, str | None]] = []
     for item in received:
         named = _ext_ticket(item.cardExt)
         if named is None or named[0] not in own:
             applied.notes.append(f"{item.cardId}: cardExt names none of the order's tickets")
             continue
         ticket_id = named[0]
+        if own[ticket_id]:
+            reports.append((ticket_id, item.cardId, None))
+            continue
         try:
-            code = decrypt(item.code or "")
+            reports.append((ticket_id, item.cardId, decrypt(item.code or "")))
         except BusinessError as exc:
             applied.notes.append(f"ticket {ticket_id}: code/decrypt refused (errcode {exc.errcode})")
-            continue
-        outcome = claims.confirm_claim(
-            session, ticket_id=ticket_id, card_id=item.cardId, code=code, signal=Signal.CLIENT
-        )
+    current = card_ticket(stored.oa_appid) if stored.spent else None
+
+    for ticket_id, card_id, code in reports:
+        if code is None:
+            outcome = claims.record_client_report(session, ticket_id=ticket_id, card_id=card_id)
+        else:
+            outcome = claims.confirm_claim(
+                session, ticket_id=ticket_id, card_id=card_id, code=code, signal=Signal.CLIENT
+            )
         applied.outcomes[ticket_id] = outcome
         if outcome == ClaimOutcome.UNMATCHED:
             applied.notes.append(f"ticket {ticket_id}: decrypted code is not the ticket's code")
         else:
             applied.orders.update(stored.order_ids)
-    if stored.spent:
-        current = card_ticket(stored.oa_appid)
+    if current is not None:
         applied.orders.update(
             claims.resign_spent(session, stored.spent, api_ticket=current.value, version=current.version)
         )

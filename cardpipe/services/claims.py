@@ -14,8 +14,8 @@ nothing, in any order.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -84,6 +84,7 @@ class OrderRef:
 @dataclass(frozen=True, slots=True)
 class OwnedOrder:
     id: int
+    order_no: str
     event_id: int
     ticket_count: int
     oa_appid: str
@@ -98,17 +99,43 @@ class BuiltClaim:
     to_issue: list[tuple[int, int]]
 
 
-def owned_orders(session: Session, ref: OrderRef) -> list[OwnedOrder]:
-    """The caller's orders with that number (one, unless two events of the mini program reuse it)."""
+def owned_orders(session: Session, *refs: OrderRef) -> list[OwnedOrder]:
+    """The caller's orders with those numbers (one per number, unless two events of the mini
+    program reuse it). Every ref is the same caller's (one session's mini program and openid)."""
+    callers = {(ref.mp_appid, ref.openid) for ref in refs}
+    if len(callers) != 1:
+        raise ValueError("owned_orders takes the refs of exactly one caller")
+    ((mp_appid, openid),) = callers
     rows = session.execute(
-        select(Order.id, Order.event_id, Order.ticket_count, OfficialAccount.appid, OfficialAccount.id)
+        select(Order.id, Order.order_no, Order.event_id, Order.ticket_count, OfficialAccount.appid, OfficialAccount.id)
         .join(Event, Event.id == Order.event_id)
         .join(MiniProgram, MiniProgram.id == Event.mini_program_id)
         .join(OfficialAccount, OfficialAccount.id == Event.official_account_id)
-        .where(MiniProgram.appid == ref.mp_appid, Order.order_no == ref.order_no, Order.mp_openid == ref.openid)
+        .where(
+            MiniProgram.appid == mp_appid,
+            Order.order_no.in_({ref.order_no for ref in refs}),
+            Order.mp_openid == openid,
+        )
         .order_by(Order.id)
     ).all()
     return [OwnedOrder(*row) for row in rows]
+
+
+class UnknownOrders(LookupError):
+    """The caller has no order with some of the numbers given: nothing was done."""
+
+    def __init__(self, order_nos: Collection[str]) -> None:
+        super().__init__("no such order: " + ", ".join(sorted(order_nos)))
+        self.order_nos = sorted(order_nos)
+
+
+def all_owned_orders(session: Session, refs: Sequence[OrderRef]) -> list[OwnedOrder]:
+    """:func:`owned_orders`, all or nothing: raises :class:`UnknownOrders` if any is missing."""
+    owned = owned_orders(session, *refs)
+    missing = {ref.order_no for ref in refs} - {order.order_no for order in owned}
+    if missing:
+        raise UnknownOrders(missing)
+    return owned
 
 
 def orders_to_issue(session: Session, orders: list[OwnedOrder]) -> list[tuple[int, int]]:
@@ -126,49 +153,91 @@ def orders_to_issue(session: Session, orders: list[OwnedOrder]) -> list[tuple[in
     return [(o.event_id, o.id) for o in orders if issued[o.id] < o.ticket_count]
 
 
+def build_claims(
+    session: Session, refs: Sequence[OrderRef], *, card_ticket: Callable[[str], StoredCredential]
+) -> dict[str, BuiltClaim]:
+    """The poll answers of one caller's orders from the database, by order number. Outstanding
+    tickets signed by an older card ticket are re-signed first and ready ones become served, so
+    what is returned is what may be cached and handed out. A handful of queries whatever the
+    number of orders. All or nothing: raises :class:`UnknownOrders`, changing nothing, if the
+    caller lacks any of the orders."""
+    owned = all_owned_orders(session, refs)
+    groups: dict[str, list[OwnedOrder]] = defaultdict(list)
+    for order in owned:
+        groups[order.order_no].append(order)
+    pending = {order_id for _, order_id in orders_to_issue(session, owned)}
+    built: dict[str, BuiltClaim] = {}
+    for order_no, group in groups.items():
+        to_issue = [(o.event_id, o.id) for o in group if o.id in pending]
+        if to_issue:
+            body = {"order_no": order_no, "status": ClaimStatus.PENDING, "retry_after_ms": RETRY_AFTER_MS}
+            claim = CachedClaim.of(body, ticket_version=0, oa_appid=group[0].oa_appid)
+            built[order_no] = BuiltClaim(claim, PENDING_TTL_MS, to_issue)
+    issued = {o.id: o for o in owned if o.order_no not in built}
+    cards = _claimable_cards(session, issued, card_ticket)
+    for order_no, group in groups.items():
+        if order_no in built:
+            continue
+        rows = [row for o in group for row in cards.get(o.id, [])]
+        oa_appid = group[0].oa_appid
+        if not rows:
+            body = {"order_no": order_no, "status": ClaimStatus.DONE, "cardList": []}
+            built[order_no] = BuiltClaim(CachedClaim.of(body, ticket_version=0, oa_appid=oa_appid), SETTLED_TTL_MS, [])
+            continue
+        body = {
+            "order_no": order_no,
+            "status": ClaimStatus.READY,
+            "cardList": [{"cardId": card_id, "cardExt": card_ext} for card_id, card_ext, _ in rows],
+        }
+        oldest = min(version for _, _, version in rows)
+        built[order_no] = BuiltClaim(CachedClaim.of(body, ticket_version=oldest, oa_appid=oa_appid), SETTLED_TTL_MS, [])
+    return built
+
+
 def build_claim(
     session: Session, ref: OrderRef, *, card_ticket: Callable[[str], StoredCredential]
 ) -> BuiltClaim | None:
-    """The poll answer for ``ref`` from the database, or None if the caller has no such order.
-    Outstanding tickets signed by an older card ticket are re-signed first and ready ones become
-    served, so what is returned is what may be cached and handed out."""
-    orders = owned_orders(session, ref)
-    if not orders:
+    """The poll answer of one order (:func:`build_claims`), or None if the caller has no such order."""
+    try:
+        return build_claims(session, [ref], card_ticket=card_ticket)[ref.order_no]
+    except UnknownOrders:
         return None
-    oa_appid = orders[0].oa_appid
-    to_issue = orders_to_issue(session, orders)
-    if to_issue:
-        body = {"order_no": ref.order_no, "status": ClaimStatus.PENDING, "retry_after_ms": RETRY_AFTER_MS}
-        return BuiltClaim(CachedClaim.of(body, ticket_version=0, oa_appid=oa_appid), PENDING_TTL_MS, to_issue)
 
-    order_ids = [o.id for o in orders]
+
+def _claimable_cards(
+    session: Session, orders: Mapping[int, OwnedOrder], card_ticket: Callable[[str], StoredCredential]
+) -> dict[int, list[tuple[str, str, int]]]:
+    """order id → (card id, cardExt, ticket version) of its outstanding tickets, in seat order,
+    after re-signing those an older card ticket signed and serving the ready ones."""
+    if not orders:
+        return {}
     outstanding = session.execute(
-        select(Ticket.id, Ticket.state, Ticket.ticket_version).where(
-            Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE)
+        select(Ticket.id, Ticket.order_id, Ticket.state, Ticket.ticket_version).where(
+            Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE)
         )
     ).all()
-    if outstanding:
-        current = card_ticket(oa_appid)
-        stale = [ticket_id for ticket_id, _, version in outstanding if version < current.version]
+    if not outstanding:
+        return {}
+    # Every card ticket before the first write: no write lock is held across a credential read.
+    currents = {oa: card_ticket(oa) for oa in {orders[order_id].oa_appid for _, order_id, _, _ in outstanding}}
+    for oa_appid, current in currents.items():
+        stale = [
+            ticket_id
+            for ticket_id, order_id, _, version in outstanding
+            if orders[order_id].oa_appid == oa_appid and version < current.version
+        ]
         if stale:
             resign_tickets(session, stale, api_ticket=current.value, version=current.version)
-        serve(session, [ticket_id for ticket_id, state, _ in outstanding if state == TicketState.READY])
-
-    card_list = session.execute(
-        select(Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
-        .where(Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE))
+    serve(session, [ticket_id for ticket_id, _, state, _ in outstanding if state == TicketState.READY])
+    rows = session.execute(
+        select(Ticket.order_id, Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
+        .where(Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE))
         .order_by(Ticket.order_id, Ticket.seq)
     ).all()
-    if not card_list:
-        body = {"order_no": ref.order_no, "status": ClaimStatus.DONE, "cardList": []}
-        return BuiltClaim(CachedClaim.of(body, ticket_version=0, oa_appid=oa_appid), SETTLED_TTL_MS, [])
-    body = {
-        "order_no": ref.order_no,
-        "status": ClaimStatus.READY,
-        "cardList": [{"cardId": card_id, "cardExt": card_ext} for card_id, card_ext, _ in card_list],
-    }
-    oldest = min(version for _, _, version in card_list)
-    return BuiltClaim(CachedClaim.of(body, ticket_version=oldest, oa_appid=oa_appid), SETTLED_TTL_MS, [])
+    cards: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
+    for order_id, card_id, card_ext, version in rows:
+        cards[order_id].append((card_id, card_ext, version))
+    return cards
 
 
 def serve(session: Session, ticket_ids: Collection[int]) -> int:
@@ -221,6 +290,42 @@ def confirm_claim(
         return ClaimOutcome.CONFIRMED
     already = session.execute(select(flag).where(*matches, Ticket.state.in_(PAST_CLAIM))).scalar_one_or_none()
     return ClaimOutcome.DUPLICATE if already else ClaimOutcome.UNMATCHED
+
+
+#: Tickets in the holder's WeChat card package: what ``wx.openCard`` can show.
+IN_CARD_PACKAGE = (TicketState.CLAIMED, TicketState.REDEEMED)
+
+
+def cards_in_package(session: Session, ref: OrderRef) -> list[tuple[str, str]] | None:
+    """(card id, code) of the order's tickets the caller holds in WeChat, for ``wx.openCard``
+    (which takes the real code, not the encrypted one); None if the caller has no such order.
+    Only the holder asks, and WeChat shows the same code in the card package."""
+    orders = owned_orders(session, ref)
+    if not orders:
+        return None
+    rows = session.execute(
+        select(Ticket.card_id, Ticket.code)
+        .where(Ticket.order_id.in_([o.id for o in orders]), Ticket.state.in_(IN_CARD_PACKAGE))
+        .order_by(Ticket.order_id, Ticket.seq)
+    ).all()
+    return [(card_id, code) for card_id, code in rows if code]
+
+
+def record_client_report(session: Session, *, ticket_id: int, card_id: str) -> ClaimOutcome:
+    """The client reports a ticket that WeChat's ``user_get_card`` already confirmed: its flag is
+    recorded (CONFIRMED), or was already (DUPLICATE); a ticket of another card is UNMATCHED."""
+    now = datetime.now(UTC)
+    matches = (Ticket.id == ticket_id, Ticket.card_id == card_id, Ticket.confirmed_by_wechat.is_(True))
+    changed = session.execute(
+        update(Ticket)
+        .where(*matches, Ticket.state.in_(PAST_CLAIM), Ticket.confirmed_by_client.is_(False))
+        .values(confirmed_by_client=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed:
+        return ClaimOutcome.CONFIRMED
+    known = session.execute(select(Ticket.id).where(*matches)).scalar_one_or_none()
+    return ClaimOutcome.DUPLICATE if known is not None else ClaimOutcome.UNMATCHED
 
 
 def delete(session: Session, *, card_id: str, code: str) -> list[int]:

@@ -51,10 +51,11 @@ def store(
     return executor.execute(statement).scalar_one_or_none()
 
 
-def take(session: Session, inbox_id: int) -> InboxItem | None:
-    """The unprocessed row, locked for this transaction; None if it is done or being done."""
+def take(session: Session, inbox_id: int) -> str | None:
+    """The payload of the unprocessed row, locked for this transaction; None if it is done or
+    being done."""
     return session.scalars(
-        select(InboxItem)
+        select(InboxItem.payload)
         .where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None))
         .with_for_update(skip_locked=True)
     ).one_or_none()
@@ -65,7 +66,12 @@ def mark_processed(session: Session, inbox_id: int, *, note: str | None = None) 
     values: dict[str, object] = {"processed_at": datetime.now(UTC), "attempts": InboxItem.attempts + 1}
     if note is not None:
         values["last_error"] = note[:MAX_ERROR_LENGTH]
-    session.execute(update(InboxItem).where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None)).values(values))
+    session.execute(
+        update(InboxItem)
+        .where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None))
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def record_failure(inbox_id: int, error: BaseException) -> None:
@@ -76,6 +82,7 @@ def record_failure(inbox_id: int, error: BaseException) -> None:
             update(InboxItem)
             .where(InboxItem.id == inbox_id)
             .values(attempts=InboxItem.attempts + 1, last_error=f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH])
+            .execution_options(synchronize_session=False)
         )
 
 

@@ -60,7 +60,15 @@ class Launch:
     def buyer(self, *, tickets: int = 1, issue: bool = True, order_no: str | None = None) -> Buyer:
         person = f"buyer-{uuid.uuid4().hex[:12]}"
         self.fake.add_person(person)
-        mp_openid = self.fake.openid(person, self.world.mp_appid)
+        return self._order(person, self.fake.openid(person, self.world.mp_appid), tickets, issue, order_no)
+
+    def another_order(self, buyer: Buyer, *, tickets: int = 1, issue: bool = True) -> Buyer:
+        """A further order of the same person (same session token)."""
+        order = self._order(buyer.person, buyer.mp_openid, tickets, issue, None)
+        order.token = buyer.token
+        return order
+
+    def _order(self, person: str, mp_openid: str, tickets: int, issue: bool, order_no: str | None) -> Buyer:
         with session_scope() as session:
             order = Order(
                 event_id=self.event_id,

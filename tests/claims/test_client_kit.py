@@ -30,24 +30,25 @@ def _node() -> str:
     return node
 
 
-def _second_order(launch: Launch, buyer: Buyer) -> Buyer:
+def _another_order(launch: Launch, buyer: Buyer, suffix: str) -> Buyer:
     with session_scope() as session:
         order = Order(
-            event_id=launch.event_id, order_no=f"{buyer.order_no}-2", mp_openid=buyer.mp_openid, ticket_count=1
+            event_id=launch.event_id, order_no=f"{buyer.order_no}{suffix}", mp_openid=buyer.mp_openid, ticket_count=1
         )
         session.add(order)
         session.flush()
-        second = Buyer(buyer.person, buyer.mp_openid, order.order_no, order.id)
-    launch.issue([second.order_id])
-    return second
+        another = Buyer(buyer.person, buyer.mp_openid, order.order_no, order.id)
+    launch.issue([another.order_id])
+    return another
 
 
-def test_claim_logic_claims_retries_after_cancel_and_hides_others_orders(
+def test_claim_logic_claims_retries_after_cancel_batches_opens_and_hides_others_orders(
     launch: Launch, fake_server: FakeWeChatServer
 ) -> None:
     node = _node()
     buyer = launch.buyer()
-    cancelling = _second_order(launch, buyer)
+    cancelling = _another_order(launch, buyer, "-2")
+    batch = [_another_order(launch, buyer, f"-{n}") for n in (3, 4)]
     other = launch.buyer()
     env = {
         **os.environ,
@@ -58,7 +59,10 @@ def test_claim_logic_claims_retries_after_cancel_and_hides_others_orders(
         "OTHER_PERSON": other.person,
         "ORDER_NO": buyer.order_no,
         "CANCEL_ORDER_NO": cancelling.order_no,
+        "BATCH_ORDER_NOS": ",".join(order.order_no for order in batch),
+        "OTHER_ORDER_NO": other.order_no,
     }
     result = subprocess.run([node, "--test", "test/"], cwd=KIT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    wait_until(lambda: launch.settled(buyer) and launch.settled(cancelling), what="both orders confirmed")
+    claimed = [buyer, cancelling, *batch]
+    wait_until(lambda: all(launch.settled(order) for order in claimed), what="every claimed order confirmed")

@@ -39,6 +39,23 @@ def test_a_successful_add_claims_every_ticket_by_the_client(launch: Launch, stub
     }
 
 
+def test_a_ticket_wechat_already_confirmed_is_not_decrypted_again(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+    # Given WeChat's user_get_card push was processed before the client's callback
+    buyer = launch.buyer()
+    launch.login(buyer)
+    answer = launch.add_card(buyer, launch.ready_card_list(buyer))
+    wait_until(lambda: launch.tickets(buyer)[0].confirmed_by_wechat, what="user_get_card processed")
+
+    # When the mini program posts its result
+    assert launch.post_result(buyer, answer).status_code == 202
+    drain(stub_worker)
+
+    # Then the client's confirmation is recorded without spending a code/decrypt call
+    (ticket,) = launch.tickets(buyer)
+    assert (ticket.state, ticket.confirmed_by_client, ticket.confirmed_by_wechat) == (TicketState.CLAIMED, True, True)
+    assert "/card/code/decrypt" not in launch.fake.stats(launch.world.oa_appid).get("errcodes", {})
+
+
 def test_the_same_callback_three_times_is_stored_once_and_claims_once(
     launch: Launch, stub_worker: dramatiq.Worker
 ) -> None:
@@ -134,7 +151,7 @@ def test_a_result_for_someone_elses_order_is_a_404_and_stores_nothing(launch: La
     )
 
     assert own.status_code == 202
-    assert stolen.status_code == 404 and stolen.json() == {"detail": "no such order"}
+    assert stolen.status_code == 404 and stolen.json() == {"detail": f"no such order: {owner.order_no}"}
     assert len(inbox_rows(InboxSource.CLIENT)) == 1
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from wechat.events import CardEvent, EventParseError, parse_xml, render_encrypted_envelope, render_event
 from wechat.fake import push_crypto
@@ -109,6 +110,11 @@ class EventPusher:
         self.tries = tries
         self.retry_delay_s = retry_delay_s
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fake-wechat-push")
+        # Kept-alive connections, as WeChat's pushers keep them: a fresh connection per push would
+        # cost both ends a TCP set-up per event.
+        self._http = requests.Session()
+        self._http.mount("http://", HTTPAdapter(pool_maxsize=max_workers))
+        self._http.mount("https://", HTTPAdapter(pool_maxsize=max_workers))
         self._lock = threading.Lock()
         self._records: list[PushRecord] = []
 
@@ -141,6 +147,7 @@ class EventPusher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
 
     def _set(self, record: PushRecord, **changes: Any) -> None:
         with self._lock:
@@ -167,7 +174,7 @@ class EventPusher:
     def _try_once(self, url: str, params: dict[str, str], body: str) -> tuple[dict[str, Any], str | None]:
         started = time.monotonic()
         try:
-            response = requests.post(
+            response = self._http.post(
                 url,
                 params=params,
                 data=body.encode("utf-8"),
