@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from dramatiq.rate_limits import BucketRateLimiter
+from dramatiq.rate_limits import BucketRateLimiter, RateLimitExceeded
 from dramatiq.rate_limits.backends import RedisBackend
 from redis import Redis
 from sqlalchemy import update
@@ -87,8 +87,10 @@ class MinuteQuotaPause(MinuteQuotaError):
         self.retry_at = retry_at
 
 
-class RateLimited(RetryableError):
-    """No slot of the account's calls-per-second limit came free in time; nothing was sent."""
+class RateLimited(RetryableError, RateLimitExceeded):
+    """No slot of the account's calls-per-second limit came free in time; nothing was sent.
+    Also dramatiq's ``RateLimitExceeded``, so a worker logs the deferral as the routine event it
+    is (``QuotaAwareRetries`` says when the message comes back), not as a failure with a traceback."""
 
     def __init__(self, appid: str, retry_at: float, *, endpoint: str = "") -> None:
         super().__init__(None, f"account {appid} is at its calls-per-second limit", endpoint=endpoint)
