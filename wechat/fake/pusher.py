@@ -103,7 +103,7 @@ class EventPusher:
         timeout_s: float = 5.0,
         tries: int = 3,
         retry_delay_s: float = 0.0,
-        max_workers: int = 8,
+        max_workers: int = 32,  # WeChat delivers many events at once, not a few at a time
     ) -> None:
         self._clock = clock
         self.timeout_s = timeout_s
