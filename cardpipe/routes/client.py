@@ -260,12 +260,12 @@ def _accept_result(session: MpSession, order_nos: list[str], result: AddCardResu
     try:
         with session_scope() as db:
             accepted = claim_results.accept(db, refs, result, card_ticket=credential_store().card_ticket)
-            stale = claims.cache_keys(db, accepted.resigned_orders)
     except claims.UnknownOrders as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except WeChatError as exc:
         raise _wechat_unavailable(exc) from None
-    claim_cache.invalidate(redis_client(), stale)
+    if accepted.resigned_orders:  # their poll records are these refs' records
+        claim_cache.invalidate(redis_client(), [ref.cache_key for ref in refs])
     if accepted.inbox_id is not None:
         process_client_result.send(accepted.inbox_id)
         if is_signature_failure(result.errMsg) and report_signature_failure(redis_client(), session.oa_appid):

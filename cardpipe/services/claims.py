@@ -194,16 +194,6 @@ def build_claims(
     return built
 
 
-def build_claim(
-    session: Session, ref: OrderRef, *, card_ticket: Callable[[str], StoredCredential]
-) -> BuiltClaim | None:
-    """The poll answer of one order (:func:`build_claims`), or None if the caller has no such order."""
-    try:
-        return build_claims(session, [ref], card_ticket=card_ticket)[ref.order_no]
-    except UnknownOrders:
-        return None
-
-
 def _claimable_cards(
     session: Session, orders: Mapping[int, OwnedOrder], card_ticket: Callable[[str], StoredCredential]
 ) -> dict[int, list[tuple[str, str, int]]]:
