@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     #: A ticket claimed by the client but not confirmed by WeChat this long is checked with
     #: ``code/get``; older than ``claim_confirm_max_age_s`` it is left to ops.
     claim_confirm_delay_s: float = 600.0
+    #: A successful client result whose tickets WeChat's ``user_get_card`` has not confirmed yet
+    #: waits this long once for the push (which makes its ``code/decrypt`` calls unnecessary).
+    claim_push_grace_ms: int = 500
     claim_confirm_max_age_s: float = 86_400.0
     #: A pre-issuing event started this long ago whose orders still lack tickets is re-enqueued.
     preissue_stuck_after_s: float = 300.0

@@ -1,6 +1,10 @@
 """Claims queue: apply what ``wx.addCard`` returned to the Mini Program (stored in the inbox by
 ``POST /v1/orders/{order_no}/claim/result``).
 
+A successful result whose tickets WeChat has not pushed yet waits for the push once (a
+``claim_push_grace_ms`` delayed copy of its message; 0 turns the wait off), then is applied
+whatever arrived: the push makes the result's ``code/decrypt`` calls unnecessary.
+
 At-least-once safe: the inbox row is taken with ``FOR UPDATE SKIP LOCKED`` and marked processed
 in the same transaction as the ticket updates, which are guarded themselves. WeChat errors that
 may clear up (busy, quota, token) propagate to dramatiq's (quota-aware) retry; a failed attempt
@@ -16,30 +20,37 @@ from cardpipe.db import session_scope
 from cardpipe.outbound import deferral_ms
 from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import claim_cache, inbox
-from cardpipe.services.claim_results import StoredResult, apply
+from cardpipe.services.claim_results import StoredResult, apply, awaits_push
+from cardpipe.settings import get_settings
 
 MAX_RETRIES = 10
 
 
 @dramatiq.actor(queue_name="claims", max_retries=MAX_RETRIES)
-def process_client_result(inbox_id: int) -> None:
+def process_client_result(inbox_id: int, push_awaited: bool = False) -> None:
     store = credential_store()
+    stale: list[str] = []
     try:
         with session_scope() as session:
             payload = inbox.take(session, inbox_id)
             if payload is None:
                 return
             stored = StoredResult.model_validate_json(payload)
-            applied = apply(
-                session,
-                stored,
-                decrypt=store.card_api(stored.oa_appid).code_decrypt,
-                card_ticket=store.card_ticket,
-            )
-            inbox.mark_processed(session, inbox_id, note="; ".join(applied.notes) or None)
-            stale = stored.cache_keys if applied.orders else []
+            grace_ms = get_settings().claim_push_grace_ms
+            waiting = grace_ms > 0 and not push_awaited and awaits_push(session, stored)
+            if not waiting:
+                applied = apply(
+                    session,
+                    stored,
+                    decrypt=store.card_api(stored.oa_appid).code_decrypt,
+                    card_ticket=store.card_ticket,
+                )
+                inbox.mark_processed(session, inbox_id, note="; ".join(applied.notes) or None)
+                stale = stored.cache_keys if applied.orders else []
     except Exception as exc:
         if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
             inbox.record_failure(inbox_id, exc)
         raise
+    if waiting:
+        process_client_result.send_with_options(args=(inbox_id,), kwargs={"push_awaited": True}, delay=grace_ms)
     claim_cache.invalidate(redis_client(), stale)

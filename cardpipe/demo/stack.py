@@ -89,7 +89,9 @@ def _wait_http(url: str, stack: Stack) -> None:
 
 
 @contextmanager
-def running_stack(data_dir: Path, *, admin_token: str, workers: int = 2, threads: int = 4) -> Iterator[Stack]:
+def running_stack(
+    data_dir: Path, *, admin_token: str, workers: int = 2, threads: int = 4, api_workers: int = 2
+) -> Iterator[Stack]:
     """Start redis (embedded unless REDIS_URL is set), migrate, then the fake WeChat, the api,
     workers and the scheduler; stop them all on exit."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,7 @@ def running_stack(data_dir: Path, *, admin_token: str, workers: int = 2, threads
         stack.fake_url = env["CARDPIPE_WECHAT_API_BASE"]
         stack.api_url = f"http://127.0.0.1:{api_port}"
         stack.start("fake-wechat", "fake-wechat", "--port", str(fake_port))
-        stack.start("api", "api", "--port", str(api_port), "--workers", "2")
+        stack.start("api", "api", "--port", str(api_port), "--workers", str(api_workers))
         stack.start("worker", "worker", "--processes", str(workers), "--threads", str(threads))
         stack.start("scheduler", "scheduler")
         _wait_http(f"{stack.fake_url}/__fake__/clock", stack)

@@ -160,6 +160,17 @@ def _own_tickets(session: Session, order_ids: Collection[int]) -> dict[int, bool
     return {ticket_id: bool(by_wechat) and state in claims.PAST_CLAIM for ticket_id, by_wechat, state in rows}
 
 
+def awaits_push(session: Session, stored: StoredResult) -> bool:
+    """Whether this result reports a received ticket that WeChat's push has not proved claimed
+    yet. WeChat pushes ``user_get_card`` within moments of the ``wx.addCard``; applying the result
+    after it costs no ``code/decrypt`` call (a daily quota, and most of a result's cost)."""
+    if not stored.result.ok:
+        return False
+    own = _own_tickets(session, stored.order_ids)
+    named = (_ext_ticket(item.cardExt) for item in stored.result.cardList if item.isSuccess and item.code)
+    return any(not own.get(ticket[0], True) for ticket in named if ticket is not None)
+
+
 def apply(
     session: Session,
     stored: StoredResult,

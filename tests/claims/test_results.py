@@ -12,6 +12,7 @@ from cardpipe.db import session_scope
 from cardpipe.services import inbox
 from models import InboxSource, TicketState
 from tests.claims.conftest import Launch, drain, inbox_rows, wait_until
+from tests.settings_env import environment
 from workers.claims import process_client_result
 
 
@@ -53,6 +54,24 @@ def test_a_ticket_wechat_already_confirmed_is_not_decrypted_again(launch: Launch
     # Then the client's confirmation is recorded without spending a code/decrypt call
     (ticket,) = launch.tickets(buyer)
     assert (ticket.state, ticket.confirmed_by_client, ticket.confirmed_by_wechat) == (TicketState.CLAIMED, True, True)
+    assert "/card/code/decrypt" not in launch.fake.stats(launch.world.oa_appid).get("errcodes", {})
+
+
+def test_a_result_posted_before_wechats_push_waits_for_it_instead_of_decrypting(
+    launch: Launch, stub_worker: dramatiq.Worker
+) -> None:
+    # Given a grace long enough for the push to arrive even on a busy machine
+    with environment(CARDPIPE_CLAIM_PUSH_GRACE_MS="3000"):
+        buyer = launch.buyer(tickets=2)
+        launch.login(buyer)
+        answer = launch.add_card(buyer, launch.ready_card_list(buyer))
+
+        # When the mini program posts its result at once, racing WeChat's user_get_card
+        assert launch.post_result(buyer, answer).status_code == 202
+        wait_until(lambda: launch.settled(buyer), what="claimed by both signals")
+
+    # Then both signals are recorded and no code/decrypt call was spent
+    assert {(t.confirmed_by_client, t.confirmed_by_wechat) for t in launch.tickets(buyer)} == {(True, True)}
     assert "/card/code/decrypt" not in launch.fake.stats(launch.world.oa_appid).get("errcodes", {})
 
 
