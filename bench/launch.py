@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> None:
             threads=args.worker_threads,
             api_workers=args.api_workers,
         ) as stack:
-            figures = measure(args, stack, engine, redis_server.pid)
+            figures = measure(args, stack, engine, redis_server.pid, redis_port)
     finally:
         engine.dispose()
         redis_server.terminate()
@@ -173,7 +173,7 @@ def main(args: argparse.Namespace) -> None:
     print(json.dumps(figures))
 
 
-def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int) -> dict[str, Any]:
+def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int, redis_port: int) -> dict[str, Any]:
     from sqlalchemy import text
 
     from cardpipe.demo.scenario import Demo
@@ -213,17 +213,22 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int) -
         print(f"baseline GET /healthz: {HEALTHZ_REQUESTS} requests, server CPU {baseline_ms:.3f} ms each")
 
         saturating, rest = everyone[: args.users], everyone[args.users :]
-        before = meter.totals()
+        before, load_before = meter.totals(), _database_load(engine, redis_port)
         sat_started = time.time()
         sat = run_users({**base, "users": saturating, "rate": 0}, args.concurrency)
         sat_tickets, sat_settled_at = _settle(engine, demo.event_id, saturating)
         sat_cpu = spent(before, meter.totals())
+        load = {k: (v - load_before[k]) / sat_tickets for k, v in _database_load(engine, redis_port).items()}
         settled_per_s = sat_tickets / max(1e-6, sat_settled_at - sat_started)
         server_ms = sum(sat_cpu.get(g, 0.0) for g in SERVER_GROUPS) * 1000 / sat_tickets
         db_ms = (sat_cpu.get("postgres", 0.0) + sat_cpu.get("redis", 0.0)) * 1000 / sat_tickets
         print(
             f"saturation: {len(saturating)} users, {sat_tickets} tickets settled in "
             f"{sat_settled_at - sat_started:.1f}s = {settled_per_s:.0f} tickets/s; errors {sat['errors'] or 'none'}"
+        )
+        print(
+            f"per settled ticket: {load['pg_transactions']:.1f} PostgreSQL transactions, "
+            f"{load['pg_rows_written']:.1f} rows written, {load['redis_commands']:.1f} Redis commands"
         )
         print(
             "CPU ms per settled ticket: "
@@ -255,6 +260,8 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int) -
         "settled_per_s": round(settled_per_s, 1),
         "server_cpu_ms_per_ticket": round(server_ms, 3),
         "db_cpu_ms_per_ticket": round(db_ms, 3),
+        "pg_transactions_per_ticket": round(load["pg_transactions"], 2),
+        "redis_commands_per_ticket": round(load["redis_commands"], 2),
         "fake_cpu_ms_per_ticket": round(sat_cpu.get("fake-wechat", 0.0) * 1000 / sat_tickets, 3),
         "confirm_lag_p50_ms": lags["p50_ms"],
         "confirm_lag_p99_ms": lags["p99_ms"],
@@ -263,6 +270,24 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int) -
         "tickets_checked": sat_tickets + steady_tickets,
         "wrong": wrong,
     }
+
+
+def _database_load(engine: Any, redis_port: int) -> dict[str, float]:
+    """Counters of this run's database and Redis: transactions, rows written, commands."""
+    import redis
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        commits, written = conn.execute(
+            text(
+                "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted "
+                "FROM pg_stat_database WHERE datname = current_database()"
+            )
+        ).one()
+    client = redis.Redis(port=redis_port)
+    commands = client.info("stats")["total_commands_processed"]
+    client.close()
+    return {"pg_transactions": float(commits), "pg_rows_written": float(written), "redis_commands": float(commands)}
 
 
 def _import_orders(demo: Any, users: int, chooser: random.Random) -> list[tuple[str, list[str]]]:

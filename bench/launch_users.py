@@ -39,33 +39,54 @@ class Pool:
             self._idle.put_nowait(None)
 
     async def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        """One request; a pooled connection the server closed while idle (uvicorn keeps them 5 s)
+        is replaced and the request sent again on the new one."""
         conn = await self._idle.get()
         try:
-            if conn is None:
-                conn = await asyncio.open_connection("127.0.0.1", self._port)
-            reader, writer = conn
-            payload = json.dumps(body).encode() if body is not None else b""
-            head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            head += f"Authorization: Bearer {token}\r\n" if token else ""
-            writer.write(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-            status_line = await reader.readline()
-            length, closing = 0, False
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-                elif name.lower() == "connection" and value.strip().lower() == "close":
-                    closing = True
-            content = await reader.readexactly(length) if length else b""
-            if closing:
-                writer.close()
-                conn = None
-            return int(status_line[9:12]), json.loads(content) if content else None
+            for fresh in (conn is None, True):
+                if fresh:
+                    conn = await asyncio.open_connection("127.0.0.1", self._port)
+                assert conn is not None
+                answer = await self._exchange(conn, method, path, body, token)
+                if answer is not None:
+                    status, content, closing = answer
+                    if closing:
+                        conn[1].close()
+                        conn = None
+                    return status, json.loads(content) if content else None
+                conn[1].close()
+            raise ConnectionError(f"{method} {path}: the server closed a fresh connection")
         except (OSError, asyncio.IncompleteReadError, ValueError):
             conn = None
             raise
         finally:
             self._idle.put_nowait(conn)
+
+    @staticmethod
+    async def _exchange(
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], method: str, path: str, body: Any, token: str | None
+    ) -> tuple[int, bytes, bool] | None:
+        """Status, body and whether the server closes; None if the connection was already closed."""
+        reader, writer = conn
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        head += f"Authorization: Bearer {token}\r\n" if token else ""
+        try:
+            writer.write(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+            status_line = await reader.readline()
+        except ConnectionError:
+            return None
+        if not status_line:
+            return None
+        length, closing = 0, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                closing = True
+        content = await reader.readexactly(length) if length else b""
+        return int(status_line[9:12]), content, closing
 
 
 class Users:
