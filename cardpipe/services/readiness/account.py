@@ -238,7 +238,7 @@ def server_safe_mode(session: Session, ports: ReadinessPorts, account: OfficialA
         if "EncodingAESKey" in reason:
             remedy = (
                 f"WeChat is in safe mode: copy 消息加解密密钥(EncodingAESKey) from {BASIC_CONFIG} → 服务器配置 "
-                "and store it with the account (cardpipe account add-oa)"
+                "and store it with the account (cardpipe account add-oa; the api picks it up within 30 s)"
             )
         else:
             remedy = f"the 令牌(Token) in {BASIC_CONFIG} → 服务器配置 must equal the server token stored in cardpipe"

@@ -27,6 +27,7 @@ DEFAULT_GET_LIMIT = 50
 #: A code that no card can hold (custom codes are letters and digits).
 PROBE_CODE = "0"
 MP_JUMP_FIELDS = ("center_app_brand_user_name", "custom_app_brand_user_name", "promotion_app_brand_user_name")
+CARD_FEATURE = "add the card feature (卡券功能): mp.weixin.qq.com → 新的功能 / 插件管理 → 卡券功能"
 CARD_EDIT = "mp.weixin.qq.com → 卡券功能 → 卡券管理 → the card → 修改 (or POST /card/update)"
 
 
@@ -40,7 +41,10 @@ def check_card(session: Session, ports: ReadinessPorts, event: Event, appid: str
         card = api.card_get(event.card_id)
     except (BusinessError, ConfigurationError) as exc:
         detail = f"WeChat answered {exc.errcode} ({exc.errmsg}) for card {event.card_id}"
-        remedy = "bind the event to a card of this Official Account (40073: no such card; 45030: another account's)"
+        if exc.errcode == 48001:
+            remedy = f"the Official Account lost the card API: {CARD_FEATURE}"
+        else:
+            remedy = "bind the event to a card of this Official Account (40073: no such card; 45030: another account's)"
         return [failing("card.exists", CARD, "Card", checked, detail, remedy)]
     except WeChatError as exc:
         return [warning("card.exists", CARD, "Card", checked, f"not checked: {exc}", "run again")]
