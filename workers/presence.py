@@ -25,15 +25,15 @@ log = logging.getLogger(__name__)
 
 class WorkerPresence(Middleware):
     def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        #: One stop signal per booted worker (tests boot several in one process).
+        self._stops: dict[int, threading.Event] = {}
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         queues = [q for q in queues if not q.endswith((".DQ", ".XQ"))]
         process_id = f"{socket.gethostname()}:{os.getpid()}:{id(worker):x}"
         client = broker.client  # type: ignore[attr-defined]
-        self._stop.clear()
+        stop = self._stops[id(worker)] = threading.Event()
 
         def announce() -> None:
             while True:
@@ -41,11 +41,12 @@ class WorkerPresence(Middleware):
                     announce_worker(client, process_id, queues)
                 except RedisError as exc:
                     log.warning("worker presence not announced: %s", exc)
-                if self._stop.wait(PRESENCE_EVERY_S):
+                if stop.wait(PRESENCE_EVERY_S):
                     return
 
-        self._thread = threading.Thread(target=announce, name="worker-presence", daemon=True)
-        self._thread.start()
+        threading.Thread(target=announce, name="worker-presence", daemon=True).start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        self._stop.set()
+        stop = self._stops.pop(id(worker), None)
+        if stop is not None:
+            stop.set()
