@@ -39,7 +39,7 @@ def readiness_table(report: dict[str, Any]) -> Table:
         table.add_row(
             Text(heading, style="bold"),
             Text(label, style=style),
-            Text(item["title"]),
+            Text.assemble(item["title"], "\n", (item["checked"], "dim")),
             Text(item["detail"]),
             Text(item["remedy"] or "", style="yellow" if item["remedy"] else ""),
         )

@@ -143,7 +143,7 @@ def _get_limit(session: Session, event: Event, checked: str, base_info: dict[str
             CARD,
             title,
             checked,
-            detail + f" (their {limit + 1}th ticket would fail with 45033)",
+            detail + " (a ticket beyond the limit fails in wx.addCard with 45033)",
             f"raise get_limit to at least {most}: {CARD_EDIT} → 领券限制",
         )
     return ok("card.get_limit", CARD, title, checked, detail)
