@@ -87,7 +87,8 @@ def oa_credentials(ports: ReadinessPorts, appid: str) -> Item:
         return failing("oa.credentials", OA, title, checked, detail, remedy)
     stored = ports.credentials.stored(appid, CredentialKind.ACCESS_TOKEN)
     left = f"; it expires in {int(stored.remaining(ports.clock()))}s" if stored else ""
-    return ok("oa.credentials", OA, title, checked, f"WeChat accepted appid and AppSecret from this setup{left}")
+    detail = f"a valid access_token is held (WeChat accepted appid, AppSecret and caller address){left}"
+    return ok("oa.credentials", OA, title, checked, detail)
 
 
 def oa_card_api(ports: ReadinessPorts, appid: str, credentials_ok: bool) -> Item:
@@ -162,11 +163,11 @@ def mp_secret(ports: ReadinessPorts, program: MiniProgram) -> Item:
 def mp_open_platform(session: Session, ports: ReadinessPorts, program: MiniProgram, event_id: int | None) -> Item:
     checked = "whether orders carry unionids; whether the last login through the Mini Program came with one"
     title = f"MP {program.appid} on the OA's Open Platform"
-    query = select(func.count()).select_from(Order).join(Event, Event.id == Order.event_id)
+    query = select(Order.id).join(Event, Event.id == Order.event_id)
     query = query.where(Event.mini_program_id == program.id, Order.unionid.is_not(None))
     if event_id is not None:
         query = query.where(Event.id == event_id)
-    if not session.scalar(query.limit(1)):
+    if session.scalar(query.limit(1)) is None:
         return ok("mp.open_platform", MP, title, checked, "no order carries a unionid: the binding is not relied on")
     remedy = (
         "bind the Mini Program and the Official Account to the same Open Platform account: "

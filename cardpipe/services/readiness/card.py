@@ -103,11 +103,11 @@ def _audit(checked: str, base_info: dict[str, Any]) -> Item:
 
 
 def _to_claim(session: Session, event: Event) -> int:
-    total = session.scalar(select(func.coalesce(func.sum(Order.ticket_count), 0)).where(Order.event_id == event.id))
+    """Tickets ordered (the import keeps the event's total exact) minus those already received."""
     received = session.scalar(
         select(func.count()).where(Ticket.event_id == event.id, Ticket.state.in_(RECEIVED_STATES))
     )
-    return int(total or 0) - int(received or 0)
+    return event.tickets_total - int(received or 0)
 
 
 def _stock(session: Session, event: Event, checked: str, base_info: dict[str, Any]) -> Item:

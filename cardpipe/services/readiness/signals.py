@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 LEADER_LEASE_KEY = "cardpipe:scheduler:leader"
 #: Signals older than this are forgotten.
 SIGNAL_TTL_S = 30 * 86_400
-#: A worker process re-announces itself this often; its announcement lives three times as long.
+#: A worker process re-announces itself this often; it counts as alive three times as long.
 PRESENCE_EVERY_S = 20.0
 PRESENCE_TTL_S = 60
-PRESENCE_PREFIX = "cardpipe:readiness:worker:"
+PRESENCE_KEY = "cardpipe:readiness:workers"
 
 
 def _url_check_key(oa_appid: str) -> str:
@@ -85,17 +85,22 @@ def last_login(redis: Redis, mp_appid: str) -> dict[str, Any] | None:
 
 
 def announce_worker(redis: Redis, process_id: str, queues: Iterable[str]) -> None:
-    """A worker process consuming ``queues`` is alive (for the next ``PRESENCE_TTL_S``)."""
-    redis.set(PRESENCE_PREFIX + process_id, json.dumps(sorted(queues)), ex=PRESENCE_TTL_S)
+    """A worker process consuming ``queues`` is alive now. One sorted set, scored by time: the
+    check reads the last ``PRESENCE_TTL_S`` of it; members of processes gone an hour are pruned."""
+    now = time.time()
+    pipe = redis.pipeline(transaction=False)
+    pipe.zadd(PRESENCE_KEY, {f"{process_id}|{','.join(sorted(queues))}": now})
+    pipe.zremrangebyscore(PRESENCE_KEY, "-inf", now - 3600)
+    pipe.execute()
 
 
-def workers_per_queue(redis: Redis) -> dict[str, int]:
+def workers_per_queue(redis: Redis, now: float) -> dict[str, int]:
     """Live worker processes per queue they consume."""
     counts: dict[str, int] = {}
-    keys = list(redis.scan_iter(match=PRESENCE_PREFIX + "*", count=500))
-    for raw in redis.mget(keys) if keys else []:
-        for queue in json.loads(raw) if raw else []:
-            counts[queue] = counts.get(queue, 0) + 1
+    for member in redis.zrangebyscore(PRESENCE_KEY, now - PRESENCE_TTL_S, "+inf"):
+        for queue in member.decode().rpartition("|")[2].split(","):
+            if queue:
+                counts[queue] = counts.get(queue, 0) + 1
     return counts
 
 
