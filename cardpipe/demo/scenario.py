@@ -1,7 +1,8 @@
 """A whole event, driven from outside like real users, organisers and gate staff would.
 
 Organiser: registers the accounts, creates the event and its card, imports the orders, starts
-pre-issue. Users (threads, each a person at the fake WeChat): log in, ask for their claim, poll,
+pre-issue, runs the doctor (``--misconfigured-card``: fixes what it reports and runs it again).
+Users (threads, each a person at the fake WeChat): log in, ask for their claim, poll,
 ``wx.addCard``, post the result; some cancel first and retry. WeChat (the fake) pushes
 ``user_get_card`` to the api. Halfway through, the card api_ticket rotates. Gate staff redeem a
 share of the codes. Then every ticket's state is checked against what it must be.

@@ -192,3 +192,25 @@ def test_safe_mode_pushes_without_the_key(setup: Setup, monkeypatch: pytest.Monk
     setup.audit()
     item = setup.item("server.safe_mode")
     assert item.status == Status.OK and "EncodingAESKey stored" in item.detail
+
+
+def test_a_stable_token_account_is_never_force_refreshed(ready: Setup) -> None:
+    w = ready.world
+    with session_scope() as session:
+        accounts.upsert_official_account(
+            session,
+            accounts.OfficialAccountInput(
+                appid=w.oa_appid,
+                app_secret=w.oa_secret,
+                server_token=w.server_token,
+                encoding_aes_key=w.aes_key,
+                original_id=w.original_id,
+                use_stable_token=True,
+            ),
+        )
+    _expire_token(ready)
+    for _ in range(3):
+        assert ready.item("oa.credentials").status == Status.OK
+    quotas = ready.fake.stats()["quotas"][w.oa_appid]
+    assert quotas["/cgi-bin/stable_token"]["used"] == 1
+    assert "/cgi-bin/stable_token#force" not in quotas
