@@ -9,12 +9,14 @@ secret before the code, so 40029 (bad code) means the secret is right and 40125 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cardpipe import secretbox
 from cardpipe.services.readiness import signals
 from cardpipe.services.readiness.ports import PROBE_MEMORY_S, ReadinessPorts
 from cardpipe.services.readiness.report import Item, Section, failing, ok, warning
@@ -29,6 +31,9 @@ PROBE_LOGIN_CODE = "cardpipe-readiness-probe"
 #: WeChat heard from within this long counts as "recently".
 RECENT_PUSH_S = 7 * 86_400
 _IP = re.compile(r"invalid ip ([0-9A-Fa-f:.]+)")
+#: The remembered answer is keyed by a keyed hash of the secret it proved: a secret changed in
+#: cardpipe is probed afresh, and Redis never holds anything that helps guess the secret.
+FINGERPRINT_PURPOSE = "readiness-secret-fingerprint"
 BASIC_CONFIG = "mp.weixin.qq.com → 设置与开发 → 基本配置 (Basic configuration)"
 
 
@@ -134,7 +139,8 @@ def oa_quota(ports: ReadinessPorts, appid: str) -> Item:
 def mp_secret(ports: ReadinessPorts, program: MiniProgram) -> Item:
     checked = "jscode2session with a login code no user has: 40029 = secret right, 40125 = secret wrong"
     title = f"MP {program.appid} secret"
-    fingerprint = hashlib.sha256(program.app_secret.encode()).hexdigest()[:16]
+    key = secretbox.derived_keys(FINGERPRINT_PURPOSE)[0]
+    fingerprint = hmac.new(key, program.app_secret.encode(), hashlib.sha256).hexdigest()[:16]
     memory = signals.probe_key("mp-secret", program.appid, fingerprint)
     if signals.remembered(ports.redis, memory):
         return ok("mp.secret", MP, title, checked, "WeChat accepted appid and AppSecret (answer remembered)")
