@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import requests
 from sqlalchemy import select, update
 
 from cardpipe.db import session_scope
@@ -214,3 +215,17 @@ def test_a_stable_token_account_is_never_force_refreshed(ready: Setup) -> None:
     quotas = ready.fake.stats()["quotas"][w.oa_appid]
     assert quotas["/cgi-bin/stable_token"]["used"] == 1
     assert "/cgi-bin/stable_token#force" not in quotas
+
+
+def test_a_push_with_a_bad_signature_is_a_warning_until_wechat_is_heard_again(ready: Setup) -> None:
+    w = ready.world
+    query = {"signature": "0" * 40, "timestamp": "1700000000", "nonce": "1", "echostr": "x"}
+    refused = requests.get(f"{ready.api}/wechat/{w.oa_appid}/events", params=query, timeout=10)
+    assert refused.status_code == 403
+    item = ready.item("server.safe_mode")
+    assert item.status == Status.WARNING and "signature does not match" in item.detail
+    assert "令牌(Token)" in (item.remedy or "")
+    assert ready.check().ready  # anyone can send a bad signature: not a reason to hold the launch
+
+    assert ready.fake.verify_url(w.oa_appid)["ok"]
+    assert ready.item("server.safe_mode").status == Status.OK

@@ -204,54 +204,56 @@ def mp_open_platform(session: Session, ports: ReadinessPorts, program: MiniProgr
     )
 
 
-def server_pushes(session: Session, ports: ReadinessPorts, account: OfficialAccount) -> Item:
-    checked = "the last push stored from WeChat and the last server-URL check"
-    title = "Pushes reach cardpipe"
+def _heard(session: Session, ports: ReadinessPorts, account: OfficialAccount) -> tuple[float | None, float | None]:
+    """When the last push from WeChat was stored, and when WeChat last checked the server URL."""
     last_push = session.scalar(
         select(func.max(InboxItem.received_at)).where(
             InboxItem.official_account_id == account.id, InboxItem.source == InboxSource.WECHAT
         )
     )
-    heard = [last_push.timestamp()] if last_push else []
     url_check = signals.last_url_check(ports.redis, account.appid)
-    if url_check:
-        heard.append(float(url_check["at"]))
+    return (last_push.timestamp() if last_push else None, float(url_check["at"]) if url_check else None)
+
+
+def server_pushes(session: Session, ports: ReadinessPorts, account: OfficialAccount) -> Item:
+    checked = "the last push stored from WeChat and the last server-URL check"
+    title = "Pushes reach cardpipe"
+    last_push, url_check = _heard(session, ports, account)
     path = f"/wechat/{account.appid}/events"
     remedy = (
         f"set 服务器地址(URL) to https://<this service>{path} and 令牌(Token) to the stored server token in "
         f"{BASIC_CONFIG} → 服务器配置, then enable it (WeChat checks the URL at once)"
     )
     now = ports.clock()
+    heard = [at for at in (last_push, url_check) if at is not None]
     if not heard:
         return failing("server.pushes", SERVER, title, checked, "nothing received from WeChat yet", remedy)
     last = max(heard)
     if now - last > RECENT_PUSH_S:
         return warning("server.pushes", SERVER, title, checked, f"last heard from WeChat {_ago(last, now)}", remedy)
-    kind = "a push" if last_push and last == last_push.timestamp() else "a URL check"
+    kind = "a push" if last == last_push else "a URL check"
     return ok("server.pushes", SERVER, title, checked, f"{kind} from WeChat arrived {_ago(last, now)}")
 
 
 def server_safe_mode(session: Session, ports: ReadinessPorts, account: OfficialAccount) -> Item:
-    checked = "pushes refused since the last one accepted; whether an EncodingAESKey is stored"
+    checked = "pushes refused since the last push or URL check accepted; whether an EncodingAESKey is stored"
     title = "Push signature and safe mode"
     refused = signals.last_refused_push(ports.redis, account.appid)
-    last_push = session.scalar(
-        select(func.max(InboxItem.received_at)).where(
-            InboxItem.official_account_id == account.id, InboxItem.source == InboxSource.WECHAT
-        )
-    )
-    if refused and (last_push is None or refused["at"] > last_push.timestamp()):
+    accepted = max((at for at in _heard(session, ports, account) if at is not None), default=0.0)
+    if refused and refused["at"] > accepted:
         reason = refused["reason"]
+        when = datetime.fromtimestamp(refused["at"], UTC)
+        detail = f"a push was refused at {when:%Y-%m-%d %H:%M:%S}Z: {reason}"
         if "EncodingAESKey" in reason:
+            # Its signature checked out: WeChat sent it, encrypted, and cardpipe cannot read it.
             remedy = (
                 f"WeChat is in safe mode: copy 消息加解密密钥(EncodingAESKey) from {BASIC_CONFIG} → 服务器配置 "
                 "and store it with the account (cardpipe account add-oa; the api picks it up within 30 s)"
             )
-        else:
-            remedy = f"the 令牌(Token) in {BASIC_CONFIG} → 服务器配置 must equal the server token stored in cardpipe"
-        when = datetime.fromtimestamp(refused["at"], UTC)
-        detail = f"a push was refused at {when:%Y-%m-%d %H:%M:%S}Z: {reason}"
-        return failing("server.safe_mode", SERVER, title, checked, detail, remedy)
+            return failing("server.safe_mode", SERVER, title, checked, detail, remedy)
+        # A bad signature may come from anyone; from WeChat it means the Token differs.
+        remedy = f"if WeChat sent it: the 令牌(Token) in {BASIC_CONFIG} → 服务器配置 must equal the stored server token"
+        return warning("server.safe_mode", SERVER, title, checked, detail, remedy)
     if account.encoding_aes_key:
         return ok("server.safe_mode", SERVER, title, checked, "EncodingAESKey stored: safe-mode pushes are decrypted")
     return ok(
