@@ -8,6 +8,7 @@ from cardpipe.commands import accounts as account_commands
 from cardpipe.commands import db as db_commands
 from cardpipe.commands import demo as demo_commands
 from cardpipe.commands import dlq as dlq_commands
+from cardpipe.commands import doctor as doctor_commands
 from cardpipe.commands import events as event_commands
 from cardpipe.commands import fake as fake_commands
 from cardpipe.commands import redeem as redeem_commands
@@ -25,6 +26,7 @@ account_commands.register(app)
 db_commands.register(app)
 demo_commands.register(app)
 dlq_commands.register(app)
+doctor_commands.register(app)
 event_commands.register(app)
 fake_commands.register(app)
 redeem_commands.register(app)

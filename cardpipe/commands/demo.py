@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardpipe.commands.doctor import readiness_table
 from cardpipe.demo.scenario import Demo, DemoReport
 from cardpipe.demo.stack import running_stack
 
@@ -39,6 +40,10 @@ def demo(
     orders: int = typer.Option(10_000, min=10, help="Orders to import (one ticket each)."),
     data_dir: Path | None = typer.Option(None, help="Where the stack keeps its files (default: a fresh temp dir)."),
     workers: int = typer.Option(2, help="Worker processes."),
+    misconfigured_card: bool = typer.Option(
+        False,
+        help="Start with a misconfigured card: the doctor shows the failing items and remedies, then they are applied.",
+    ),
 ) -> None:
     """Run a whole event: card, import, pre-issue, claims with a ticket rotation, gate redemptions."""
     console = Console()
@@ -47,7 +52,13 @@ def demo(
     started = time.perf_counter()
     console.print(f"cardpipe demo: {orders} orders; logs and data in {directory}")
     with running_stack(directory, admin_token=admin_token, workers=workers) as stack:
-        report = Demo(stack, admin_token, orders).run()
+        report = Demo(
+            stack,
+            admin_token,
+            orders,
+            misconfigured_card=misconfigured_card,
+            show_readiness=lambda r: console.print(readiness_table(r)),
+        ).run()
     _print(report, console, time.perf_counter() - started)
     if report.problems:
         for problem in report.problems:

@@ -1,7 +1,8 @@
 """A whole event, driven from outside like real users, organisers and gate staff would.
 
 Organiser: registers the accounts, creates the event and its card, imports the orders, starts
-pre-issue. Users (threads, each a person at the fake WeChat): log in, ask for their claim, poll,
+pre-issue, runs the doctor (``--misconfigured-card``: fixes what it reports and runs it again).
+Users (threads, each a person at the fake WeChat): log in, ask for their claim, poll,
 ``wx.addCard``, post the result; some cancel first and retry. WeChat (the fake) pushes
 ``user_get_card`` to the api. Halfway through, the card api_ticket rotates. Gate staff redeem a
 share of the codes. Then every ticket's state is checked against what it must be.
@@ -42,6 +43,8 @@ SETTLE_TIMEOUT_S = 120
 #: A user whose addCard failed taps again after a moment; the demo gives up after this many.
 CLAIM_ATTEMPTS = 10
 RETRY_PAUSE_S = 0.3
+#: The answers the readiness check's probes expect (a login code and a card code that cannot exist).
+DOCTOR_PROBE_ANSWERS = {("/sns/jscode2session", "40029"), ("/card/code/get", "40056")}
 
 
 @dataclass
@@ -70,9 +73,21 @@ class DemoReport:
 
 
 class Demo:
-    def __init__(self, stack: Stack, admin_token: str, orders: int) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        admin_token: str,
+        orders: int,
+        *,
+        misconfigured_card: bool = False,
+        show_readiness: Callable[[dict[str, Any]], None] = lambda report: None,
+    ) -> None:
         self.stack = stack
         self.orders = orders
+        #: Start with a card an organiser got wrong (get_limit below the tickets a user holds,
+        #: gifting on, audit not passed); the doctor shows it and the remedies are applied.
+        self.misconfigured_card = misconfigured_card
+        self.show_readiness = show_readiness
         self.admin = _retrying(requests.Session())
         self.admin.headers["Authorization"] = f"Bearer {admin_token}"
         self.gate = self.admin
@@ -85,6 +100,7 @@ class Demo:
         self.users: list[dict[str, Any]] = []
         self.orders_of: dict[str, list[str]] = {}
         self.event_id = 0
+        self.card_id = ""
         self.report = DemoReport()
         self._claimed_users = 0
         self._rotated = threading.Event()
@@ -117,6 +133,7 @@ class Demo:
         _ok(self.admin.put(self._api(f"/v1/admin/official-accounts/{self.oa_appid}"), json=body))
         mp_body = {"app_secret": self.mp_secret, "official_account_appid": self.oa_appid, "name": "Demo MP"}
         _ok(self.admin.put(self._api(f"/v1/admin/mini-programs/{self.mp_appid}"), json=mp_body))
+        self.fake.verify_url(self.oa_appid)  # the organiser saves the server URL; WeChat checks it
 
     def create_event(self) -> None:
         now = int(time.time())
@@ -135,7 +152,8 @@ class Demo:
                     "begin_timestamp": now,
                     "end_timestamp": now + 86400 * 30,
                 },
-                "get_limit": 50,
+                "get_limit": 1 if self.misconfigured_card else 50,
+                "can_give_friend": self.misconfigured_card,
             },
         }
         body = {
@@ -145,8 +163,9 @@ class Demo:
             "card": card,
         }
         event = _ok(self.admin.post(self._api("/v1/admin/events"), json=body))
-        self.event_id = event["id"]
-        self.fake.review_card(event["card_id"])
+        self.event_id, self.card_id = event["id"], event["card_id"]
+        if not self.misconfigured_card:
+            self.fake.review_card(self.card_id)
 
     def make_users_and_import(self) -> None:
         rows = io.StringIO()
@@ -173,6 +192,25 @@ class Demo:
                 return
             time.sleep(0.2)
         raise RuntimeError("pre-issue did not finish")
+
+    def doctor(self) -> bool:
+        """The readiness check before launch; with a misconfigured card, the organiser's remedies
+        (in the WeChat back office) and a second check. True when ready."""
+        report = self._readiness()
+        if not report["ready"] and self.misconfigured_card:
+            self.fake.edit_card(self.card_id, get_limit=ORDERS_PER_USER, can_give_friend=False)
+            self.fake.review_card(self.card_id)
+            report = self._readiness()
+        if not report["ready"]:
+            failing = [item["key"] for item in report["items"] if item["status"] == "failing"]
+            self.report.problems.append(f"the doctor says not ready: {', '.join(failing)}")
+        return bool(report["ready"])
+
+    def _readiness(self) -> dict[str, Any]:
+        self.stack.check_alive()
+        report = _ok(self.admin.get(self._api(f"/v1/admin/events/{self.event_id}/readiness")))
+        self.show_readiness(report)
+        return dict(report)
 
     # -- users -----------------------------------------------------------------------------------
 
@@ -302,7 +340,8 @@ class Demo:
         for endpoint, codes in stats.get("errcodes", {}).items():
             for errcode, count in codes.items():
                 if errcode != "0":
-                    self.report.errors[f"WeChat {endpoint} errcode {errcode}"] += count
+                    probe = " (the doctor's probe)" if (endpoint, errcode) in DOCTOR_PROBE_ANSWERS else ""
+                    self.report.errors[f"WeChat {endpoint} errcode {errcode}{probe}"] += count
 
     def _db(self) -> Any:
         return create_engine(self.stack.env["DATABASE_URL"])
@@ -346,6 +385,8 @@ class Demo:
         report.timed("accounts + event + card", 1, lambda: (self.register_accounts(), self.create_event()))
         report.timed("users + order import", self.orders, self.make_users_and_import)
         report.timed("pre-issue", self.orders, self.preissue)
+        if not self.doctor():
+            return report
         report.timed("claims (login, poll, addCard, result)", self.orders, self.claim_all)
         report.timed("confirmations settled", self.orders, self.wait_until_claimed)
         report.timed("gate redemptions", int(self.orders * REDEEM_SHARE), self.redeem_share)

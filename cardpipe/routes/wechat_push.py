@@ -14,8 +14,10 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, status
 from fastapi.responses import PlainTextResponse
 
 from cardpipe.db import get_engine
+from cardpipe.runtime import redis_client
 from cardpipe.services import pushes
 from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
+from cardpipe.services.readiness import signals
 from wechat.errors import SignatureError
 from wechat.events import EventParseError
 from workers.events import process_push
@@ -63,7 +65,9 @@ def verify_server_url(
     try:
         pushes.verify_signature(account, signature, timestamp, nonce)
     except SignatureError as exc:
+        signals.record_refused_push(redis_client(), oa_appid, f"URL check: {exc}")
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    signals.record_url_check(redis_client(), oa_appid)
     return PlainTextResponse(echostr)
 
 
@@ -88,6 +92,7 @@ def receive_push(
     try:
         event, xml = pushes.open_push(account, query, body)
     except SignatureError as exc:
+        signals.record_refused_push(redis_client(), oa_appid, str(exc))
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     except EventParseError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None

@@ -26,7 +26,8 @@ from sqlalchemy import select
 
 from cardpipe import secretbox
 from cardpipe.db import session_scope
-from cardpipe.runtime import wechat_http
+from cardpipe.runtime import redis_client, wechat_http
+from cardpipe.services.readiness import signals
 from cardpipe.settings import get_settings
 from models import MiniProgram, OfficialAccount
 from wechat.client import MiniProgramApi
@@ -121,6 +122,7 @@ def login(mp_appid: str, js_code: str) -> tuple[str, MpSession]:
         raise UnknownMiniProgram(f"no mini program {mp_appid!r}")
     secret, oa_appid = row
     answer = MiniProgramApi(wechat_http()).jscode2session(mp_appid, secret, js_code)
+    signals.record_login(redis_client(), mp_appid, with_unionid=answer.unionid is not None)
     session = MpSession(
         mp_appid=mp_appid,
         oa_appid=oa_appid,

@@ -1,5 +1,6 @@
 """Registered apps and simulated people: official accounts, mini programs, persons, openids,
-single-use ``wx.login`` codes and the card test whitelist (protocol page §0, §8).
+single-use ``wx.login`` codes and the card test whitelist (protocol page §0, §8), and each OA's
+back-office settings (IP whitelist, card permissions) that the go-live checks look at.
 
 openids are per app (a person's MP openid differs from their OA openid); the unionid is shared.
 Not thread-safe on its own: ``FakePlatform`` serialises access.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wechat.fake.errcodes import ApiError
 
@@ -24,6 +25,16 @@ class InvalidSetup(ValueError):
 
 
 @dataclass
+class AccountSettings:
+    """What an OA's administrator sets in the WeChat back office beside the server config: the IP
+    whitelist of the token endpoints (None = switched off) and the card permissions granted."""
+
+    ip_whitelist: list[str] | None = None
+    card_feature: bool = True
+    custom_code: bool = True
+
+
+@dataclass
 class OfficialAccount:
     appid: str
     secret: str
@@ -32,6 +43,13 @@ class OfficialAccount:
     push_url: str | None
     safe_mode: bool
     original_id: str
+    settings: AccountSettings = field(default_factory=AccountSettings)
+
+    def check_caller_ip(self, ip: str) -> None:
+        """40164, worded as WeChat words it, when the whitelist is on and ``ip`` is not in it."""
+        allowed = self.settings.ip_whitelist
+        if allowed is not None and ip not in allowed:
+            raise ApiError(40164, errmsg=f"invalid ip {ip} ipv6 ::ffff:{ip}, not in whitelist")
 
 
 @dataclass
@@ -73,6 +91,9 @@ class Registry:
             raise InvalidSetup("safe mode needs an EncodingAESKey")
         if oa.appid in self.mps:
             raise InvalidSetup(f"{oa.appid} is already a mini program")
+        previous = self.oas.get(oa.appid)
+        if previous is not None:
+            oa.settings = previous.settings
         self.oas[oa.appid] = oa
 
     def put_mp(self, mp: MiniProgram) -> None:

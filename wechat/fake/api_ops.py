@@ -23,6 +23,8 @@ CLEAR_QUOTA_PER_MONTH = 10
 class Call:
     query: Mapping[str, str]
     raw_body: bytes
+    #: The caller's address as WeChat sees it (checked against the OA's IP whitelist).
+    client_ip: str = "127.0.0.1"
 
     @property
     def access_token(self) -> str | None:
@@ -50,9 +52,13 @@ def _check_client_credential(grant_type: object) -> None:
         raise ApiError(40002)
 
 
-def _check_secret(p: FakePlatform, appid: object, secret: object) -> str:
+def _check_secret(p: FakePlatform, appid: object, secret: object, client_ip: str) -> str:
+    """40013 unknown appid, then 40164 for a caller outside an OA's IP whitelist, then 40001."""
     if not appid or not isinstance(appid, str) or p.registry.secret_of(appid) is None:
         raise ApiError(40013)
+    oa = p.registry.oas.get(appid)
+    if oa is not None:
+        oa.check_caller_ip(client_ip)
     if p.registry.secret_of(appid) != secret:
         raise ApiError(40001, "AppSecret error")
     return appid
@@ -61,7 +67,7 @@ def _check_secret(p: FakePlatform, appid: object, secret: object) -> str:
 def token(p: FakePlatform, call: Call) -> Outcome:
     with p.lock:
         _check_client_credential(call.query.get("grant_type"))
-        appid = _check_secret(p, call.query.get("appid"), call.query.get("secret"))
+        appid = _check_secret(p, call.query.get("appid"), call.query.get("secret"), call.client_ip)
         p.quotas.charge(appid, "/cgi-bin/token", p.now())
         issued = p.tokens.issue(appid, p.now())
         return Outcome({"access_token": issued.value, "expires_in": int(p.config.token_ttl_s)})
@@ -71,7 +77,7 @@ def stable_token(p: FakePlatform, call: Call) -> Outcome:
     body = call.json()
     with p.lock:
         _check_client_credential(body.get("grant_type"))
-        appid = _check_secret(p, body.get("appid"), body.get("secret"))
+        appid = _check_secret(p, body.get("appid"), body.get("secret"), call.client_ip)
         force = body.get("force_refresh") in (True, "true", 1)
         p.quotas.charge(appid, "/cgi-bin/stable_token", p.now())
         if force:
@@ -86,6 +92,8 @@ def getticket(p: FakePlatform, call: Call) -> Outcome:
         kind = call.query.get("type")
         if kind not in TICKET_TYPES:
             raise ApiError(40097, "type")
+        if kind == "wx_card":
+            p.require_card_feature(oa)
         ticket = p.tickets[kind].get(oa.appid, p.now())
         return Outcome(ok(ticket=ticket.value, expires_in=ticket.remaining(p.now())))
 
@@ -108,7 +116,10 @@ def card_create(p: FakePlatform, call: Call) -> Outcome:
     body = call.json()
     with p.lock:
         oa = p.authorize(call.access_token, "/card/create")
-        card = p.cards.create(oa.appid, parse_card(body))
+        spec = parse_card(body)
+        if spec.use_custom_code and not oa.settings.custom_code:
+            raise ApiError(43009)
+        card = p.cards.create(oa.appid, spec)
         return Outcome(ok(card_id=card.card_id))
 
 
@@ -156,6 +167,7 @@ def code_get(p: FakePlatform, call: Call) -> Outcome:
     body = call.json()
     with p.lock:
         oa = p.authorize(call.access_token, "/card/code/get")
+        p.require_custom_code(oa, body.get("card_id"))
         user_card = p.cards.user_card(oa.appid, body.get("card_id"), body.get("code"))
         check_consume = body.get("check_consume", True) not in (False, "false", 0)
         return Outcome(ok(**p.cards.code_view(user_card, p.now(), check_consume)))
@@ -165,6 +177,7 @@ def code_consume(p: FakePlatform, call: Call) -> Outcome:
     body = call.json()
     with p.lock:
         oa = p.authorize(call.access_token, "/card/code/consume")
+        p.require_custom_code(oa, body.get("card_id"))
         user_card = p.cards.user_card(oa.appid, body.get("card_id"), body.get("code"))
         p.cards.require_usable(user_card, p.now())
         user_card.status = CONSUMED

@@ -21,7 +21,8 @@ from wechat.fake.state import Outcome
 
 def _endpoint(parts: FakeParts, path: str, route: Route) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def handle(request: Request) -> JSONResponse:
-        call = Call(dict(request.query_params), await request.body())
+        client_ip = request.client.host if request.client else "127.0.0.1"
+        call = Call(dict(request.query_params), await request.body(), client_ip)
         appid = appid_hint(parts.platform, route, call)
         parts.stats.call(path, appid)
         delay = parts.faults.latency(path, appid)

@@ -31,6 +31,16 @@ class OfficialAccountIn(BaseModel):
     original_id: str | None = None
 
 
+class AccountSettingsIn(BaseModel):
+    ip_whitelist: list[str] | None = Field(default=None, description="None switches the whitelist off")
+    card_feature: bool | None = None
+    custom_code: bool | None = None
+
+
+class CardEditIn(BaseModel):
+    base_info: dict[str, Any]
+
+
 class MiniProgramIn(BaseModel):
     appid: str
     secret: str
@@ -164,6 +174,11 @@ def control_router(parts: FakeParts) -> APIRouter:
         )
         return {"appid": oa.appid, "original_id": oa.original_id}
 
+    @router.post("/oa/{appid}/settings")
+    def account_settings(appid: str, body: AccountSettingsIn) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        return platform.set_account(appid, **changes)
+
     @router.post("/oa/{appid}/verify-url")
     def verify_url(appid: str, body: VerifyUrlIn) -> dict[str, Any]:
         with platform.lock:
@@ -195,6 +210,10 @@ def control_router(parts: FakeParts) -> APIRouter:
     @router.post("/cards/{card_id}/review")
     def review(card_id: str, body: ReviewIn) -> dict[str, Any]:
         return pushed(platform.review_card(card_id, body.approve, body.reason))
+
+    @router.post("/cards/{card_id}/edit")
+    def edit_card(card_id: str, body: CardEditIn) -> dict[str, Any]:
+        return platform.edit_card(card_id, body.base_info)
 
     @router.get("/cards/{card_id}")
     def card(card_id: str) -> dict[str, Any]:

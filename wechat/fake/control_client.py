@@ -77,6 +77,19 @@ class FakeWeChatControl:
         }
         return dict(self._call("POST", "/oa", body))
 
+    def set_ip_whitelist(self, appid: str, addresses: list[str] | None) -> dict[str, Any]:
+        """Switch the OA's IP whitelist on with ``addresses`` (token calls from elsewhere get
+        40164), or off with None."""
+        return dict(self._call("POST", f"/oa/{appid}/settings", {"ip_whitelist": addresses}))
+
+    def set_card_permissions(
+        self, appid: str, *, card_feature: bool | None = None, custom_code: bool | None = None
+    ) -> dict[str, Any]:
+        """Grant or withdraw the OA's card feature (48001 without) and custom-code permission
+        (43009 without); None leaves one as it is."""
+        body = {k: v for k, v in {"card_feature": card_feature, "custom_code": custom_code}.items() if v is not None}
+        return dict(self._call("POST", f"/oa/{appid}/settings", body))
+
     def register_mp(self, appid: str, secret: str, oa_appid: str | None = None) -> dict[str, Any]:
         return dict(self._call("POST", "/mp", {"appid": appid, "secret": secret, "oa_appid": oa_appid}))
 
@@ -102,6 +115,11 @@ class FakeWeChatControl:
     def review_card(self, card_id: str, approve: bool = True, reason: str = "") -> dict[str, Any]:
         """Finish the card's audit; pushes ``card_pass_check`` / ``card_not_pass_check``."""
         return dict(self._call("POST", f"/cards/{card_id}/review", {"approve": approve, "reason": reason}))
+
+    def edit_card(self, card_id: str, **base_info: Any) -> dict[str, Any]:
+        """Edit the card as the organiser would in the back office (get_limit, can_give_friend,
+        date_info…); returns the card as ``card/get`` shows it."""
+        return dict(self._call("POST", f"/cards/{card_id}/edit", {"base_info": base_info}))
 
     def card(self, card_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/cards/{card_id}"))

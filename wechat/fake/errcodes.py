@@ -30,9 +30,11 @@ ERRMSG: dict[int, str] = {
     41001: "access_token missing",
     41011: "missing required fields",
     41012: "missing card_id",
+    40164: "invalid ip",
     42001: "access_token expired",
     43001: "require GET method",
     43002: "require POST method",
+    43009: "no custom code permission",
     45009: "reach max api daily quota limit",
     45011: "api minute-quota reach limit  mustslower  retry next minute",
     45021: "field length exceeds limit",
@@ -46,12 +48,13 @@ ERRMSG: dict[int, str] = {
 
 
 class ApiError(Exception):
-    """A WeChat error answer. ``detail`` is appended to the standard errmsg."""
+    """A WeChat error answer. ``detail`` is appended to the standard errmsg; ``errmsg`` replaces
+    it where WeChat words the answer itself (40164 names the caller's address)."""
 
-    def __init__(self, errcode: int, detail: str = "") -> None:
+    def __init__(self, errcode: int, detail: str = "", *, errmsg: str | None = None) -> None:
         self.errcode = errcode
         base = ERRMSG.get(errcode, "error")
-        self.errmsg = f"{base}: {detail}" if detail else base
+        self.errmsg = errmsg if errmsg is not None else (f"{base}: {detail}" if detail else base)
         super().__init__(f"{errcode} {self.errmsg}")
 
 

@@ -8,13 +8,15 @@ Pure: nothing here does I/O. Operations that would make WeChat push an event ret
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from wechat.events import CardEvent, CardNotPassCheck, CardPassCheck, UserConsumeCard, UserDelCard
-from wechat.fake.accounts import InvalidSetup, MiniProgram, OfficialAccount, Registry, UnknownEntity
+from wechat.fake.accounts import AccountSettings, InvalidSetup, MiniProgram, OfficialAccount, Registry, UnknownEntity
 from wechat.fake.addcard import AddCardSession, UsedPairs
+from wechat.fake.card_spec import parse_card
 from wechat.fake.cards import CONSUMED, DELETE, VERIFY_FAIL, VERIFY_OK, Card, CardStore, UserCard
 from wechat.fake.clock import OffsetClock
 from wechat.fake.credentials import TicketStore, TokenStore
@@ -90,7 +92,23 @@ class FakePlatform:
         if oa is None:
             raise ApiError(48001, "not an official account token")
         self.quotas.charge(appid, endpoint, now)
+        if endpoint.startswith("/card/"):
+            self.require_card_feature(oa)
         return oa
+
+    @staticmethod
+    def require_card_feature(oa: OfficialAccount) -> None:
+        """48001 for the card API of an account without the card (卡券) feature."""
+        if not oa.settings.card_feature:
+            raise ApiError(48001, "the account has no card feature")
+
+    def require_custom_code(self, oa: OfficialAccount, card_id: object) -> None:
+        """43009 for a code call on a custom-code card of an account without custom-code
+        permission (an assumption: WeChat documents 43009 but not which calls answer it)."""
+        card = self.cards.cards.get(str(card_id)) if card_id else None
+        custom = card is not None and card.oa_appid == oa.appid and card.spec.use_custom_code
+        if custom and not oa.settings.custom_code:
+            raise ApiError(43009)
 
     def push_target(self, oa_appid: str) -> PushTarget:
         oa = self.registry.oa(oa_appid)
@@ -137,6 +155,31 @@ class FakePlatform:
             apps = [*self.registry.oas, *self.registry.mps]
             openids = {appid: self.registry.openid(name, appid) for appid in apps}
             return {"name": name, "unionid": person.unionid, "openids": openids}
+
+    def set_account(self, appid: str, **changes: Any) -> dict[str, Any]:
+        """Change an OA's back-office settings (``AccountSettings`` fields); others are kept."""
+        known = {f.name for f in fields(AccountSettings)}
+        with self.lock:
+            oa = self.registry.oa(appid)
+            for name, value in changes.items():
+                if name not in known:
+                    raise InvalidSetup(f"unknown account setting {name}")
+                setattr(oa.settings, name, value)
+            return vars(oa.settings).copy()
+
+    def edit_card(self, card_id: str, base_info: dict[str, Any]) -> dict[str, Any]:
+        """The organiser edits the card in the back office (or with ``/card/update``): the given
+        ``base_info`` fields replace the card's. Fields that decide codes cannot change."""
+        frozen = {"use_custom_code", "get_custom_code_mode", "bind_openid", "sku"}
+        with self.lock:
+            card = self._card(card_id)
+            refused = frozen.intersection(base_info)
+            if refused:
+                raise InvalidSetup(f"{', '.join(sorted(refused))} cannot change after creation")
+            body = copy.deepcopy(card.spec.body)
+            body["base_info"].update(base_info)
+            card.spec = parse_card({"card": {"card_type": card.spec.card_type, card.spec.inner_key: body}})
+            return self.cards.view(card)
 
     def login(self, person: str, mp_appid: str) -> str:
         with self.lock:

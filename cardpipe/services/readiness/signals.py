@@ -1,0 +1,113 @@
+"""What the running system tells the readiness checks, kept in Redis: WeChat's server-URL checks
+and refused pushes per official account, the last Mini Program login per mini program (did it
+carry a unionid?), worker presence per process and queue, and probe answers worth remembering.
+
+Recording is best effort and never on a path that must not depend on Redis: a push or a login
+is answered whether or not its signal could be written. Values hold no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from redis import Redis, RedisError
+
+log = logging.getLogger(__name__)
+
+#: The scheduler's leader lease (``scheduler.LEASE_KEY``; a test keeps the two equal).
+LEADER_LEASE_KEY = "cardpipe:scheduler:leader"
+#: Signals older than this are forgotten.
+SIGNAL_TTL_S = 30 * 86_400
+#: A worker process re-announces itself this often; it counts as alive three times as long.
+PRESENCE_EVERY_S = 20.0
+PRESENCE_TTL_S = 60
+PRESENCE_KEY = "cardpipe:readiness:workers"
+
+
+def _url_check_key(oa_appid: str) -> str:
+    return f"cardpipe:readiness:url-check:{oa_appid}"
+
+
+def _refused_push_key(oa_appid: str) -> str:
+    return f"cardpipe:readiness:refused-push:{oa_appid}"
+
+
+def _login_key(mp_appid: str) -> str:
+    return f"cardpipe:readiness:login:{mp_appid}"
+
+
+def probe_key(name: str, *parts: str) -> str:
+    return "cardpipe:readiness:probe:" + ":".join((name, *parts))
+
+
+def _record(redis: Redis, key: str, value: dict[str, Any], ttl_s: int = SIGNAL_TTL_S) -> None:
+    try:
+        redis.set(key, json.dumps({**value, "at": time.time()}), ex=ttl_s)
+    except RedisError as exc:
+        log.warning("readiness signal %s not recorded: %s", key, exc)
+
+
+def _read(redis: Redis, key: str) -> dict[str, Any] | None:
+    raw = redis.get(key)
+    return json.loads(raw) if raw else None
+
+
+def record_url_check(redis: Redis, oa_appid: str) -> None:
+    """WeChat checked the server URL (a signed GET answered with its echostr)."""
+    _record(redis, _url_check_key(oa_appid), {})
+
+
+def record_refused_push(redis: Redis, oa_appid: str, reason: str) -> None:
+    """A push for the account was refused (bad signature, safe-mode payload without a key…)."""
+    _record(redis, _refused_push_key(oa_appid), {"reason": reason[:200]})
+
+
+def record_login(redis: Redis, mp_appid: str, *, with_unionid: bool) -> None:
+    """A user logged in through the mini program; WeChat sent a unionid only if the mini program
+    is bound to an Open Platform account."""
+    _record(redis, _login_key(mp_appid), {"unionid": with_unionid})
+
+
+def last_url_check(redis: Redis, oa_appid: str) -> dict[str, Any] | None:
+    return _read(redis, _url_check_key(oa_appid))
+
+
+def last_refused_push(redis: Redis, oa_appid: str) -> dict[str, Any] | None:
+    return _read(redis, _refused_push_key(oa_appid))
+
+
+def last_login(redis: Redis, mp_appid: str) -> dict[str, Any] | None:
+    return _read(redis, _login_key(mp_appid))
+
+
+def announce_worker(redis: Redis, process_id: str, queues: Iterable[str]) -> None:
+    """A worker process consuming ``queues`` is alive now. One sorted set, scored by time: the
+    check reads the last ``PRESENCE_TTL_S`` of it; members of processes gone an hour are pruned."""
+    now = time.time()
+    pipe = redis.pipeline(transaction=False)
+    pipe.zadd(PRESENCE_KEY, {f"{process_id}|{','.join(sorted(queues))}": now})
+    pipe.zremrangebyscore(PRESENCE_KEY, "-inf", now - 3600)
+    pipe.execute()
+
+
+def workers_per_queue(redis: Redis, now: float) -> dict[str, int]:
+    """Live worker processes per queue they consume."""
+    counts: dict[str, int] = {}
+    for member in redis.zrangebyscore(PRESENCE_KEY, now - PRESENCE_TTL_S, "+inf"):
+        for queue in member.decode().rpartition("|")[2].split(","):
+            if queue:
+                counts[queue] = counts.get(queue, 0) + 1
+    return counts
+
+
+def remembered(redis: Redis, key: str) -> dict[str, Any] | None:
+    """A passing probe answer remembered by :func:`remember`."""
+    return _read(redis, key)
+
+
+def remember(redis: Redis, key: str, ttl_s: int, value: dict[str, Any] | None = None) -> None:
+    _record(redis, key, value or {}, ttl_s)
