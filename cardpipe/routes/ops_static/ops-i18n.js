@@ -1,0 +1,41 @@
+// The ops page's words in English and Chinese. The page's <html lang> (chosen by the server from
+// ?lang=, the switch's cookie or Accept-Language) picks the table; missing words fall back to English.
+"use strict";
+window.OPS_I18N = {
+  en: {
+    title: "cardpipe ops", not_connected: "not connected", admin_token: "Admin token", connect: "Connect",
+    updated: "updated", last_hour: "Last hour (per minute)",
+    chart_claims: "Claims per minute", chart_confirmations: "WeChat confirmations per minute",
+    chart_confirmation_lag: "Confirmation lag (s)", chart_redemptions: "Entries (redemptions) per minute",
+    chart_queue_ready: "Queue depth (ready messages)", chart_queue_age: "Oldest message age (s)",
+    chart_wechat_errors: "WeChat errors per minute, by errcode", chart_credentials: "Credential time left (min)",
+    no_data: "no samples yet", credentials: "Credentials", account: "account", kind: "kind", version: "version",
+    expires_in: "expires in", last_rotation: "last rotation", never: "never", expired: "expired",
+    queues: "Queues", queue: "queue", ready: "ready", delayed: "delayed", in_flight: "in flight", dead: "dead",
+    oldest_ready: "oldest ready (s)", workers: "Workers", process: "process", last_seen: "last seen (s)",
+    events: "Events", event: "event", card: "card", orders: "orders", tickets: "tickets", issued: "issued",
+    state_ready: "ready", state_served: "served", state_claimed: "claimed", state_redeemed: "redeemed",
+    state_deleted: "deleted", state_revoked: "revoked", claims_per_min: "claims/min", quota: "quota",
+    quota_ok: "ok", quota_blocked: "blocked", dead_letters: "Dead letters", actor: "actor", args: "args",
+    error: "error", retries: "retries", failed: "failed", requeue: "requeue",
+    access_token: "access_token", card_ticket: "card api_ticket", minutes_short: "min", ago: "ago",
+  },
+  zh: {
+    title: "cardpipe 运维", not_connected: "未连接", admin_token: "管理令牌", connect: "连接",
+    updated: "更新于", last_hour: "最近一小时（每分钟）",
+    chart_claims: "每分钟领取数", chart_confirmations: "每分钟微信确认数",
+    chart_confirmation_lag: "确认延迟（秒）", chart_redemptions: "每分钟入场（核销）数",
+    chart_queue_ready: "队列积压（待处理消息）", chart_queue_age: "最早消息等待时间（秒）",
+    chart_wechat_errors: "每分钟微信错误数（按错误码）", chart_credentials: "凭证剩余有效期（分钟）",
+    no_data: "暂无采样", credentials: "凭证", account: "公众号", kind: "类型", version: "版本",
+    expires_in: "剩余有效期", last_rotation: "上次轮换", never: "从未", expired: "已过期",
+    queues: "队列", queue: "队列", ready: "待处理", delayed: "延迟", in_flight: "处理中", dead: "死信",
+    oldest_ready: "最早待处理（秒）", workers: "工作进程", process: "进程", last_seen: "最近心跳（秒）",
+    events: "活动", event: "活动", card: "卡券", orders: "订单", tickets: "票数", issued: "已签发",
+    state_ready: "待领取", state_served: "已下发", state_claimed: "已领取", state_redeemed: "已核销",
+    state_deleted: "已删除", state_revoked: "已作废", claims_per_min: "每分钟领取", quota: "配额",
+    quota_ok: "正常", quota_blocked: "已封顶", dead_letters: "死信", actor: "任务", args: "参数",
+    error: "错误", retries: "重试次数", failed: "失败时间", requeue: "重新入队",
+    access_token: "access_token", card_ticket: "卡券 api_ticket", minutes_short: "分钟", ago: "前",
+  },
+};
