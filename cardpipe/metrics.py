@@ -26,7 +26,7 @@ from cardpipe.outbound import ERRCODE_COUNTER_PREFIX
 from cardpipe.services.ops_history import LAG_BUCKETS_S, LAG_HISTOGRAM_KEY, LAST_SAMPLE_KEY
 from cardpipe.services.poll_tally import POLLS_KEY
 from cardpipe.services.queues import QueueMonitor
-from models import Credential, Event, InboxItem, OfficialAccount, Ticket, TicketState
+from models import Credential, Event, InboxItem, OfficialAccount, Redemption, RedemptionResult, Ticket, TicketState
 from workers.middleware import ACTOR_METRICS_KEY
 
 #: The scheduler's leader lease (``scheduler.LEASE_KEY``; entry points are not imported here).
@@ -146,16 +146,28 @@ class CardpipeCollector(Collector):
                 select(Ticket.event_id, func.count()).where(Ticket.state.in_(RECEIVED_STATES)).group_by(Ticket.event_id)
             ).all()
         )
+        admitted = dict(
+            session.execute(
+                select(Redemption.event_id, func.count())
+                .where(Redemption.result == RedemptionResult.OK)
+                .group_by(Redemption.event_id)
+            ).all()
+        )
+        redemptions = GaugeMetricFamily(
+            "cardpipe_event_redemptions", "admitted scans (ok redemptions) per event", labels=["event_id"]
+        )
         events = session.execute(
             select(Event.id, Event.tickets_total, Event.wechat_stock, Event.wechat_stock_received)
         ).all()
         for event_id, tickets_total, wechat_stock, received_then in events:
             received_now = counts.get(event_id, 0)
             received.add_metric([str(event_id)], received_now)
+            redemptions.add_metric([str(event_id)], admitted.get(event_id, 0))
             if wechat_stock is not None:
                 needed.add_metric([str(event_id)], max(0, tickets_total - received_now))
                 stock.add_metric([str(event_id)], wechat_stock - (received_now - (received_then or 0)))
         yield received
+        yield redemptions
         yield needed
         yield stock
 

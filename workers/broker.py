@@ -33,6 +33,11 @@ def build_broker(redis_url: str) -> RedisBroker:
     broker.add_middleware(DeadLetterReasons())
     broker.add_middleware(ActorMetrics())
     broker.add_middleware(WorkerQueues())
+    if settings.worker_metrics:
+        # Imported on use: the module creates its multiprocess directory when imported.
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
