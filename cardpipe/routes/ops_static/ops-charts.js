@@ -49,7 +49,7 @@ window.OpsCharts = (() => {
     const x = (i) => LEFT + (minutes.length > 1 ? (i * plotW) / (minutes.length - 1) : plotW);
     const y = (v) => TOP + plotH - ((v - bottom) * plotH) / (top - bottom || 1);
 
-    const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img" });
+    const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "data-minutes": JSON.stringify(minutes) });
     for (const fraction of [0, 0.5, 1]) {
       const value = bottom + (top - bottom) * fraction;
       chart.append(svg("line", { class: fraction ? "grid" : "axis", x1: LEFT, x2: WIDTH - RIGHT, y1: y(value), y2: y(value) }));
