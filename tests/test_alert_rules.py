@@ -1,15 +1,21 @@
-"""The Prometheus alerting rules: promtool checks them and runs their unit tests, every alert is
-tested firing and not firing, and the README has a runbook line for each."""
+"""The Prometheus alerting rules and the Grafana dashboard: promtool checks the rules and runs
+their unit tests, every alert is tested firing and not firing, the README has a runbook line for
+each, and rules and panels only use metrics ``/metrics`` exports."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from api import create_app
+from tests.conftest import ADMIN_TOKEN
 from tests.services import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +80,21 @@ def test_promtool_accepts_the_monitoring_profiles_prometheus_config(tmp_path: Pa
         [_promtool(), "check", "config", str(local)], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\b(cardpipe_[a-z0-9_]+)", text))
+
+
+def test_the_rules_and_the_dashboard_use_only_metrics_cardpipe_exports(engine: object, redis_url: str) -> None:
+    with TestClient(create_app()) as client:
+        exposition = client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).text
+    # Every family is declared (# TYPE) even before it has samples.
+    exported = set(re.findall(r"^# TYPE (\S+) ", exposition, flags=re.MULTILINE))
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "cardpipe.json").read_text(encoding="utf-8"))
+    assert dashboard["uid"] == "cardpipe" and dashboard["panels"]
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = _metric_names(RULES.read_text(encoding="utf-8")) | _metric_names("\n".join(expressions))
+    for name in used:
+        family = re.sub(r"_(total|bucket|count|sum)$", "", name)
+        assert name in exported or family in exported, f"{name} is not exported by /metrics"
