@@ -144,7 +144,7 @@ def run(settings: Settings | None = None) -> int:
             next_run_time=datetime.now(UTC),
         )
     # The ops charts' per-minute sample is taken here, not queued: it must not wait behind the
-    # backlog it measures. It only reads, and stores each minute once.
+    # backlog it measures. It only reads, and stores each minute once (a new leader at once).
     scheduler.add_job(
         sample_minute,
         "cron",
@@ -152,6 +152,7 @@ def run(settings: Settings | None = None) -> int:
         id="ops-sample",
         name="ops-sample",
         args=(session_scope, redis, QueueMonitor(broker)),
+        next_run_time=datetime.now(UTC),
     )
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -17,6 +17,7 @@ import redis
 import requests
 import yaml
 
+from cardpipe.services import ops_history
 from cardpipe.services.queues import QueueMonitor
 from tests.conftest import ADMIN_TOKEN
 from tests.live_server import free_port
@@ -123,7 +124,10 @@ def test_every_compose_command_runs(database_url: str, redis_url: str, engine: o
         before = {w.worker_id for w in QueueMonitor(broker).workers()}
         worker = start("worker")
         _wait(lambda: len({w.worker_id for w in QueueMonitor(broker).workers()} - before) >= 2, "worker", worker)
-        _wait(lambda: client.get("cardpipe:scheduler:leader") is not None, "scheduler", start("scheduler"))
+        scheduler = start("scheduler")
+        _wait(lambda: client.get("cardpipe:scheduler:leader") is not None, "scheduler", scheduler)
+        # The leader samples the last minute for the ops charts as soon as it leads.
+        _wait(lambda: client.get(ops_history.LAST_SAMPLE_KEY) is not None, "ops sample", scheduler)
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         metrics = requests.get(f"http://127.0.0.1:{PORTS['8000']}/metrics", headers=admin, timeout=5)
         assert metrics.status_code == 200

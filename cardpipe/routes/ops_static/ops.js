@@ -129,11 +129,27 @@
     };
   }
 
+  // A series the page has no figure for yet (a new sampler function) still gets a chart.
+  function addMissingFigures(names) {
+    const charts = document.querySelector(".charts");
+    for (const name of names) {
+      if (charts.querySelector(`figure[data-series="${CSS.escape(name)}"]`)) continue;
+      const figure = document.createElement("figure");
+      figure.className = "chart";
+      figure.dataset.series = name;
+      const caption = document.createElement("figcaption");
+      caption.textContent = words[`chart_${name}`] ?? name;
+      figure.append(caption);
+      charts.append(figure);
+    }
+  }
+
   async function refreshCharts() {
     if (!token) return;
     try {
       if (!Object.keys(eventNames).length) await refreshTables();
       const history = await api("/ops/history?minutes=60");
+      addMissingFigures(Object.keys(history.series));
       for (const figure of document.querySelectorAll("figure.chart")) {
         window.OpsCharts.draw(figure, history.minutes, history.series[figure.dataset.series] || {}, {
           scale: Number(figure.dataset.scale || 1), labelText: labelText(figure.dataset.labels), emptyText: t("no_data"),
