@@ -19,6 +19,7 @@ from playwright.sync_api import Page
 from sqlalchemy.orm import Session
 
 from api import create_app
+from cardpipe.services import ops_history
 from models import Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 from tests.conftest import ADMIN_TOKEN
 from tests.live_server import serve
@@ -137,9 +138,11 @@ def test_ops_page_shows_the_api_numbers_and_requeues(stack: str, artifacts: Path
 
 
 @pytest.fixture
-def launched(session: Session, redis_url: str) -> Iterator[tuple[str, Launch]]:
-    """A running api after three scripted launch minutes, each sampled at its end."""
+def launched(session: Session, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Launch]]:
+    """A running api after three scripted launch minutes, each sampled at its end, with one
+    series more than the page knows (as a new sampler function would add)."""
     broker.flush_all()
+    monkeypatch.setitem(ops_history.SERIES, "inside_now", lambda window: {"hall A": 42.0})
     launch = play(session, now=time.time())
     with serve(create_app()) as url:
         yield url, launch
@@ -190,6 +193,9 @@ def test_ops_charts_draw_the_apis_numbers_and_read_in_chinese(launched: tuple[st
         assert [drawn_claims[m] for m in launch.minute_ends] == [2.0, 5.0, 9.0]
         expect(page.locator('figure[data-series="claims"] figcaption')).to_have_text("Claims per minute")
         expect(page.locator(f'figure[data-series="claims"] li[data-label="{event_id}"]')).to_contain_text("Launch Expo")
+        extra = page.locator('figure[data-series="inside_now"]')
+        expect(extra.locator('path[data-label="hall A"]')).to_have_count(1)
+        expect(extra.locator("li[data-label] .last")).to_have_text("42")
         expect(page.locator("#credentials tbody tr")).to_have_count(2)
         expect(page.locator(f'#credentials tr[data-credential="{APPID} card_ticket"] td').nth(2)).to_have_text("4")
         page.screenshot(path=str(artifacts / "ops-charts-en.png"), full_page=True)
