@@ -5,8 +5,20 @@ from __future__ import annotations
 import gc
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-from cardpipe.routes import account_status, accounts, client, events, ops, readiness, redemptions, stats, wechat_push
+from cardpipe.routes import (
+    account_status,
+    accounts,
+    client,
+    events,
+    ops,
+    ops_history,
+    readiness,
+    redemptions,
+    stats,
+    wechat_push,
+)
 from cardpipe.routes.claim_poll import ClaimPollFastPath
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.settings import get_settings
@@ -23,6 +35,8 @@ def create_app() -> FastAPI:
     app.include_router(ops.router)
     app.include_router(ops.metrics_router)
     app.include_router(ops.page_router)
+    app.include_router(ops_history.router)
+    app.mount("/ops/static", StaticFiles(directory=ops.STATIC_DIR), name="ops-static")
     app.include_router(stats.router)
     app.include_router(redemptions.router)
     app.include_router(client.router)

@@ -1,4 +1,5 @@
-"""The scheduler (``cardpipe scheduler``): one leader at a time; its jobs only enqueue.
+"""The scheduler (``cardpipe scheduler``): one leader at a time; its jobs only enqueue (and take the
+ops charts' per-minute sample, which only reads).
 
 Any number of instances may run. Each waits for a Redis lease (``SET NX PX``, through redis-py's
 ``Lock`` with the instance's identity as token); the holder leads and renews it every
@@ -29,8 +30,12 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from dramatiq import Actor
 from redis import Redis
 
+from cardpipe.db import session_scope
 from cardpipe.runtime import redis_client
+from cardpipe.services.ops_history import sample_minute
+from cardpipe.services.queues import QueueMonitor
 from cardpipe.settings import Settings, get_settings
+from workers.broker import broker
 from workers.credentials import (
     confirm_client_claims,
     refresh_all_credentials,
@@ -138,6 +143,17 @@ def run(settings: Settings | None = None) -> int:
             kwargs={"identity": lease.identity},
             next_run_time=datetime.now(UTC),
         )
+    # The ops charts' per-minute sample is taken here, not queued: it must not wait behind the
+    # backlog it measures. It only reads, and stores each minute once (a new leader at once).
+    scheduler.add_job(
+        sample_minute,
+        "cron",
+        second=1,
+        id="ops-sample",
+        name="ops-sample",
+        args=(session_scope, redis, QueueMonitor(broker)),
+        next_run_time=datetime.now(UTC),
+    )
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     scheduler.start()

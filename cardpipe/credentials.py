@@ -39,6 +39,7 @@ __all__ = [
     "StoredCredential",
     "StoredTokenSource",
     "card_ticket_cache_key",
+    "refresh_failing_key",
     "stats_key",
 ]
 
@@ -66,6 +67,11 @@ def card_ticket_cache_key(appid: str) -> str:
     """Where the current card ticket (a :class:`StoredCredential` JSON) is cached: the hot poll
     path reads its version in the same round trip as the payload."""
     return _cache_key(appid, CredentialKind.CARD_TICKET)
+
+
+def refresh_failing_key(appid: str, kind: str) -> str:
+    """Since when (epoch seconds) fetching ``kind`` has failed; absent once a fetch succeeds."""
+    return f"cardpipe:credential:{appid}:{kind}:failing-since"
 
 
 def _unchanged_key(appid: str, kind: str) -> str:
@@ -188,7 +194,12 @@ class CredentialStore:
             if stored and not force and (remaining > min_validity_s or self._unchanged_lately(appid, kind, remaining)):
                 self._cache(appid, kind, stored)
                 return RefreshOutcome(stored, fetched=False, rotated=False)
-            value, expires_in = self._fetch(appid, kind, keys, force=force)
+            try:
+                value, expires_in = self._fetch(appid, kind, keys, force=force)
+            except Exception:
+                self._redis.set(refresh_failing_key(appid, kind), self._clock(), nx=True)
+                raise
+            self._redis.delete(refresh_failing_key(appid, kind))
             if stored and stored.value == value:
                 self._redis.set(_unchanged_key(appid, kind), "1", ex=UNCHANGED_RECHECK_S)
             version = (stored.version + (stored.value != value)) if stored else 1
@@ -265,6 +276,8 @@ class CredentialStore:
             if row is None:
                 row = Credential(official_account_id=account.id, kind=kind)
                 session.add(row)
+            if row.value != credential.value:
+                row.rotated_at = datetime.now(UTC)
             row.value = credential.value
             row.version = credential.version
             row.expires_at = datetime.fromtimestamp(credential.expires_at, UTC)

@@ -16,7 +16,8 @@ passes through :meth:`OutboundGuard.call`:
 * **45011, minute quota.** The account pauses until the next minute (:class:`MinuteQuotaPause`).
 * **-1, busy.** ``WeChatHttp`` retries inside the call with jittered backoff; if it persists, the
   ``RetryableError`` propagates to dramatiq's retries.
-* **Counters** per account in the ``stats_key`` hash (numbers only: ``/metrics`` exports them).
+* **Counters** per account in the ``stats_key`` hash (numbers only: ``/metrics`` exports them),
+  among them one per errcode WeChat answered (``errcode_<n>``).
 
 The refusals carry ``retry_at``; :func:`deferral_ms` turns any of these errors into the delay of
 the retried message (``workers.quota_retries``).
@@ -42,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cardpipe.settings import Settings, get_settings
 from models import OfficialAccount
 from wechat.client import TICKET_PATH, CardApi, TokenSource
-from wechat.errors import DailyQuotaError, MinuteQuotaError, RetryableError
+from wechat.errors import DailyQuotaError, MinuteQuotaError, RetryableError, WeChatError
 from wechat.http import JsonObject, WeChatHttp
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ DAY_S = 86_400
 #: all at once (a fraction of the delay, capped).
 JITTER_FRACTION = 0.2
 MAX_JITTER_S = 5.0
+#: Prefix of the per-account counter of each errcode WeChat answered.
+ERRCODE_COUNTER_PREFIX = "errcode_"
 
 
 def stats_key(appid: str) -> str:
@@ -171,7 +174,7 @@ class OutboundGuard:
             self._take_slot(appid, endpoint)
         self.count(appid, "calls")
         try:
-            result = send()
+            result = self._counting_errcodes(appid, send)
         except DailyQuotaError as exc:
             self.count(appid, "daily_quota")
             raise self._block(appid, endpoint, exc.errmsg) from None
@@ -189,6 +192,14 @@ class OutboundGuard:
         if probing:
             self.unblock(appid)
         return result
+
+    def _counting_errcodes(self, appid: str, send: Callable[[], T]) -> T:
+        try:
+            return send()
+        except WeChatError as exc:
+            if exc.errcode is not None:
+                self.count(appid, f"{ERRCODE_COUNTER_PREFIX}{exc.errcode}")
+            raise
 
     # -- admission -----------------------------------------------------------------------------
 

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     broker_heartbeat_timeout_ms: int = 15_000
     #: Chance (per million broker commands) of running that dead-worker requeue check.
     broker_maintenance_chance: int = 50_000
+    #: Worker processes also export dramatiq's own Prometheus metrics (``dramatiq_prom_port``,
+    #: 9191) for the monitoring stack; cardpipe's /metrics on the api does not need it.
+    worker_metrics: bool = False
     #: Tickets per pre-issue chunk message (whole orders; a chunk may exceed it by one order).
     preissue_chunk_tickets: int = 2_000
 

@@ -63,3 +63,5 @@ class Credential(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the value last changed (a fetch may bring back the same value).
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -58,5 +58,11 @@ class Event(Base):
     tickets_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     orders_complete: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tickets_issued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The card's WeChat stock as the pre-issue planner last left it, and how many of the
+    #: event's tickets holders had received then: each later claim takes one unit, so the stock
+    #: now is about ``wechat_stock - (received now - wechat_stock_received)`` (ops alert on it).
+    wechat_stock: Mapped[int | None] = mapped_column(Integer)
+    wechat_stock_received: Mapped[int | None] = mapped_column(Integer)
+    wechat_stock_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

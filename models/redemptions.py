@@ -37,6 +37,8 @@ class Redemption(Base):
     __tablename__ = "redemptions"
     __table_args__ = (
         Index("ix_redemptions_consume_sync", "consume_sync"),
+        #: The ops sampler counts redemptions per minute.
+        Index("ix_redemptions_created_at", "created_at"),
         Index("ix_redemptions_event_gate_result", "event_id", "gate", "result"),
         #: A ticket lets one person in: at most one ``ok`` per ticket, whatever the race.
         Index(

@@ -17,6 +17,7 @@ import redis
 import requests
 import yaml
 
+from cardpipe.services import ops_history
 from cardpipe.services.queues import QueueMonitor
 from tests.conftest import ADMIN_TOKEN
 from tests.live_server import free_port
@@ -65,13 +66,43 @@ def _has_compose() -> bool:
 
 @pytest.mark.skipif(not _has_compose(), reason="no docker client with the compose plugin on this machine")
 def test_docker_compose_accepts_the_file() -> None:
-    env = {**os.environ, "CARDPIPE_ADMIN_TOKENS": "x", "CARDPIPE_SECRET_KEYS": "y"}
-    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True)
-    assert result.returncode == 0, result.stderr.decode()
+    env = {
+        **os.environ,
+        "CARDPIPE_ADMIN_TOKENS": "x",
+        "CARDPIPE_SECRET_KEYS": "y",
+        "CARDPIPE_METRICS_TOKEN": "x",
+        "GRAFANA_ADMIN_PASSWORD": "z",
+    }
+    for profile in ([], ["--profile", "monitoring"]):
+        command = ["docker", "compose", "-f", str(COMPOSE), *profile, "config", "-q"]
+        result = subprocess.run(command, env=env, capture_output=True)
+        assert result.returncode == 0, result.stderr.decode()
+
+
+def test_the_monitoring_profile_loads_the_rules_and_the_dashboard() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["monitoring"]
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+    assert "./deploy/grafana/cardpipe.json:/var/lib/grafana/dashboards/cardpipe.json:ro" in grafana["volumes"]
+    assert services["worker"]["environment"]["CARDPIPE_WORKER_METRICS"] == "true"
+    scrape = yaml.safe_load((COMPOSE.parent / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]}
+    assert targets == {"cardpipe-api": ["api:8000"], "cardpipe-worker": ["worker:9191"]}
 
 
 def test_every_compose_command_runs(database_url: str, redis_url: str, engine: object, tmp_path: Path) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "CARDPIPE_ADMIN_TOKENS": ADMIN_TOKEN}
+    worker_metrics_port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CARDPIPE_ADMIN_TOKENS": ADMIN_TOKEN,
+        # As compose sets it for the workers: dramatiq's metrics, on a free port here.
+        "CARDPIPE_WORKER_METRICS": "true",
+        "dramatiq_prom_port": str(worker_metrics_port),
+        "dramatiq_prom_db": str(tmp_path / "dramatiq-prometheus"),
+    }
     commands = _commands()
     started: list[subprocess.Popen[bytes]] = []
 
@@ -93,10 +124,18 @@ def test_every_compose_command_runs(database_url: str, redis_url: str, engine: o
         before = {w.worker_id for w in QueueMonitor(broker).workers()}
         worker = start("worker")
         _wait(lambda: len({w.worker_id for w in QueueMonitor(broker).workers()} - before) >= 2, "worker", worker)
-        _wait(lambda: client.get("cardpipe:scheduler:leader") is not None, "scheduler", start("scheduler"))
+        scheduler = start("scheduler")
+        _wait(lambda: client.get("cardpipe:scheduler:leader") is not None, "scheduler", scheduler)
+        # The leader samples the last minute for the ops charts as soon as it leads.
+        _wait(lambda: client.get(ops_history.LAST_SAMPLE_KEY) is not None, "ops sample", scheduler)
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         metrics = requests.get(f"http://127.0.0.1:{PORTS['8000']}/metrics", headers=admin, timeout=5)
         assert metrics.status_code == 200
+        # What the alerts need: a leader, and a live worker on every queue.
+        assert "cardpipe_scheduler_leader 1.0" in metrics.text
+        assert 'cardpipe_queue_live_workers{queue="claims"} 2.0' in metrics.text
+        worker_metrics = f"http://127.0.0.1:{worker_metrics_port}/"
+        _wait(lambda: "dramatiq_messages" in requests.get(worker_metrics, timeout=1).text, "worker metrics", worker)
     finally:
         for process in started:
             if process.poll() is None:

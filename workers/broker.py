@@ -15,8 +15,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from cardpipe.settings import get_settings
-from workers.middleware import ActorMetrics, DeadLetterReasons
-from workers.presence import WorkerPresence
+from workers.middleware import ActorMetrics, DeadLetterReasons, WorkerQueues
 from workers.quota_retries import QuotaAwareRetries
 
 QUEUES = ("preissue", "claims", "events", "wechat", "maintenance")
@@ -33,7 +32,12 @@ def build_broker(redis_url: str) -> RedisBroker:
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetterReasons())
     broker.add_middleware(ActorMetrics())
-    broker.add_middleware(WorkerPresence())
+    broker.add_middleware(WorkerQueues())
+    if settings.worker_metrics:
+        # Imported on use: the module creates its multiprocess directory when imported.
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

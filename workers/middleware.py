@@ -65,3 +65,19 @@ class ActorMetrics(Middleware):
         pipe.execute()
 
     after_skip_message = after_process_message
+
+
+WORKER_QUEUES_KEY = "cardpipe:worker-queues"
+
+
+class WorkerQueues(Middleware):
+    """Records which queues each worker process consumes (broker id → comma-separated queues),
+    so the queue monitor can tell a queue that no live worker serves. Liveness itself comes
+    from the broker's heartbeats; a killed process's entry is dropped by the ops sampler."""
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        queues = sorted(q for q in worker.consumers if not q.endswith(".DQ"))
+        broker.client.hset(WORKER_QUEUES_KEY, broker.broker_id, ",".join(queues))  # type: ignore[attr-defined]
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        broker.client.hdel(WORKER_QUEUES_KEY, broker.broker_id)  # type: ignore[attr-defined]

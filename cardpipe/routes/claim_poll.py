@@ -29,6 +29,7 @@ from cardpipe.runtime import async_redis_client, credential_store, redis_client
 from cardpipe.services import claim_cache, claims, sessions
 from cardpipe.services.claim_cache import CachedClaim
 from cardpipe.services.claims import ClaimStatus, OrderRef
+from cardpipe.services.poll_tally import PollTally
 from cardpipe.services.sessions import InvalidSession, MpSession
 from wechat.errors import WeChatError
 from workers.preissue import issue_orders
@@ -37,6 +38,8 @@ from workers.preissue import issue_orders
 ORDER_NO_PATTERN = r"^[!-.0-~]{1,64}$"
 POLL_PATH = re.compile(r"^/v1/orders/([!-.0-~]{1,64})/claim$")
 RETRY_AFTER_S = str(max(1, claims.RETRY_AFTER_MS // 1000))
+#: This process's poll count, for ``/metrics``.
+POLLS = PollTally()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ def _not_modified(if_none_match: str, etag: str) -> bool:
 
 
 async def poll_answer(authorization: str | None, order_no: str, if_none_match: str | None) -> PollAnswer:
+    await POLLS.count(async_redis_client())
     token = bearer_token(authorization)
     if token is None:
         return _error(401, "session token required (Authorization: Bearer …)", **{"www-authenticate": "Bearer"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Cookie, Header, HTTPException, Query, Response, status
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -117,10 +117,44 @@ def metrics() -> Response:
 
 page_router = APIRouter(tags=["ops"])
 _PAGE = (Path(__file__).parent / "ops_page.html").read_text(encoding="utf-8")
+#: The page's scripts, styles and translations, served from the package (no CDN).
+STATIC_DIR = Path(__file__).parent / "ops_static"
+LANGUAGES = ("en", "zh")
+LANGUAGE_COOKIE = "cardpipe-lang"
+
+
+def page_language(chosen: str | None, remembered: str | None, accept_language: str | None) -> str:
+    """The switch's choice, else the remembered one, else the browser's most preferred of ours."""
+    for candidate in (chosen, remembered):
+        if candidate in LANGUAGES:
+            return candidate
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        language = tag.strip().lower().split("-")[0]
+        if language in LANGUAGES and quality > 0:
+            ranked.append((-quality, position, language))
+    return min(ranked)[2] if ranked else "en"
 
 
 @page_router.get("/ops", response_class=HTMLResponse)
-def ops_page() -> HTMLResponse:
-    """The ops page: a static shell; its data comes from the admin endpoints with the token
+def ops_page(
+    lang: str | None = Query(None, description="en or zh; remembered in a cookie"),
+    remembered: str | None = Cookie(None, alias=LANGUAGE_COOKIE),
+    accept_language: str | None = Header(None),
+) -> HTMLResponse:
+    """The ops page: a static shell in the operator's language (``?lang=``, else the cookie the
+    switch left, else Accept-Language); its data comes from the admin endpoints with the token
     the operator types in."""
-    return HTMLResponse(_PAGE)
+    language = page_language(lang, remembered, accept_language)
+    response = HTMLResponse(_PAGE.replace('lang="en"', f'lang="{language}"', 1))
+    response.headers["vary"] = "Accept-Language, Cookie"
+    if lang in LANGUAGES:
+        response.set_cookie(LANGUAGE_COOKIE, language, max_age=365 * 86400, samesite="strict")
+    return response

@@ -265,6 +265,8 @@ def confirm_claim(
     ]
     now = datetime.now(UTC)
     values: dict[str, object] = {flag.key: True, "code": func.coalesce(Ticket.code, code), "updated_at": now}
+    if signal == Signal.WECHAT:
+        values["confirmed_at"] = now
     if oa_openid:
         values["oa_openid"] = oa_openid
     if unionid:

@@ -301,6 +301,8 @@ def plan_preissue(
         shortfall = max(0, plan.tickets_needing_stock - stock)
         if shortfall:
             api.modify_stock(plan.card_id, increase=shortfall)
+        with sessions() as session:
+            _record_stock(session, event_id, stock + shortfall, plan.tickets_received)
     log.info(
         "event %s: stock %d raised by %d for %d tickets (%d already received), %d codes deposited",
         event_id,
@@ -320,6 +322,14 @@ def plan_preissue(
             _finish_if_complete(session, event_id)
     log.info("event %s: %d orders sent in %d chunks", event_id, orders, chunks)
     return PlanOutcome(orders, chunks, stock, shortfall, deposited)
+
+
+def _record_stock(session: Session, event_id: int, stock: int, received: int) -> None:
+    session.execute(
+        update(Event)
+        .where(Event.id == event_id)
+        .values(wechat_stock=stock, wechat_stock_received=received, wechat_stock_at=datetime.now(UTC))
+    )
 
 
 def _finish_if_complete(session: Session, event_id: int) -> None:

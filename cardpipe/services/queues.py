@@ -3,7 +3,8 @@
 Key layout (``dramatiq/brokers/redis/dispatch.lua``): ``ns:q`` ready ids, ``ns:q.msgs`` payloads
 (in-flight included until acked), ``ns:q.DQ.msgs`` delayed payloads, ``ns:q.XQ`` / ``ns:q.XQ.msgs``
 dead letters scored by time, ``ns:__acks__.<worker>.<q>`` fetched-but-unacked ids per worker
-process, ``ns:__heartbeats__`` worker → last seen (ms). Producers (api, scheduler) beat too.
+process, ``ns:__heartbeats__`` worker → last seen (ms). Producers (api, scheduler) beat too,
+so which queues a worker consumes comes from the ``WorkerQueues`` middleware's hash.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
-from workers.middleware import dead_letter_reasons_key
+from workers.middleware import WORKER_QUEUES_KEY, dead_letter_reasons_key
 
 #: Options dramatiq adds while a message is retried or failed; a requeued message starts clean.
 _FAILURE_OPTIONS = ("eta", "retries", "traceback", "requeue_timestamp", "redis_message_id")
+#: A process whose heartbeat is older than this is not counted as live.
+LIVE_WORKER_AGE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,26 @@ class QueueMonitor:
             in_flight = sum(pipe.execute())
             result.append(WorkerHeartbeat(worker_id, round((now_ms - last_seen) / 1000, 3), in_flight))
         return result
+
+    def live_consumers(self, max_age_s: float = LIVE_WORKER_AGE_S) -> dict[str, int]:
+        """Per queue, the worker processes consuming it whose heartbeat is under ``max_age_s`` old."""
+        now_ms = self._clock() * 1000
+        beats = dict(self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1, withscores=True))
+        counts = dict.fromkeys(self.queue_names(), 0)
+        for worker_id, queues in self._redis.hgetall(WORKER_QUEUES_KEY).items():
+            last_seen = beats.get(worker_id)
+            if last_seen is None or now_ms - last_seen > max_age_s * 1000:
+                continue
+            for queue in queues.decode().split(","):
+                if queue in counts:
+                    counts[queue] += 1
+        return counts
+
+    def forget_departed_workers(self) -> int:
+        """Drop the queue lists of processes without a heartbeat (killed, never shut down)."""
+        beating = {raw for raw in self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1)}
+        departed = [worker_id for worker_id in self._redis.hkeys(WORKER_QUEUES_KEY) if worker_id not in beating]
+        return int(self._redis.hdel(WORKER_QUEUES_KEY, *departed)) if departed else 0
 
     def queues(self) -> list[QueueStats]:
         worker_ids = [raw.decode() for raw in self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1)]

@@ -63,3 +63,21 @@ def test_dead_letter_is_listed_then_requeued_once_and_processed(monitor: QueueMo
         worker.stop()
     assert monitor.purge(QUEUE) == 1
     assert monitor.dead_letters(QUEUE) == []
+
+
+def test_a_queue_counts_the_live_workers_that_consume_it(monitor: QueueMonitor) -> None:
+    assert monitor.live_consumers() == dict.fromkeys(monitor.queue_names(), 0)
+    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        _wait(lambda: monitor.live_consumers()[QUEUE] == 1)
+        assert monitor.live_consumers()["claims"] == 0
+        # A worker that died without shutting down leaves its entry, which the sampler drops
+        # once its heartbeat is gone; a stale heartbeat does not count as live meanwhile.
+        assert monitor.forget_departed_workers() == 0
+        assert monitor.live_consumers(max_age_s=-1)[QUEUE] == 0
+    finally:
+        worker.stop()
+    assert monitor.live_consumers()[QUEUE] == 0
+    broker.client.hset("cardpipe:worker-queues", "killed-process", QUEUE)
+    assert monitor.forget_departed_workers() == 1

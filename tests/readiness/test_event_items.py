@@ -168,7 +168,6 @@ def test_scheduler_and_credential_expiry(ready: Setup) -> None:
 
 def test_a_queue_without_workers(setup: Setup, stub_worker: dramatiq.Worker) -> None:
     stub_worker.stop()
-    redis_client().delete(signals.PRESENCE_KEY)
     setup.create_event()
     item = setup.item("system.workers")
     assert (

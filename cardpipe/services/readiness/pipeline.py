@@ -103,9 +103,9 @@ def queues_clear(ports: ReadinessPorts) -> Item:
 
 
 def workers_alive(ports: ReadinessPorts) -> Item:
-    checked = "worker processes announcing themselves in the last minute, per queue they consume"
+    checked = "worker processes with a live heartbeat, per queue they consume"
     title = "Workers alive per queue"
-    alive = signals.workers_per_queue(ports.redis, ports.clock())
+    alive = ports.queues.live_consumers()
     queues = ports.queues.queue_names()
     missing = [queue for queue in queues if not alive.get(queue)]
     detail = ", ".join(f"{queue} {alive.get(queue, 0)}" for queue in queues)

@@ -1,6 +1,6 @@
 """What the running system tells the readiness checks, kept in Redis: WeChat's server-URL checks
 and refused pushes per official account, the last Mini Program login per mini program (did it
-carry a unionid?), worker presence per process and queue, and probe answers worth remembering.
+carry a unionid?), and probe answers worth remembering.
 
 Recording is best effort and never on a path that must not depend on Redis: a push or a login
 is answered whether or not its signal could be written. Values hold no secret.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from redis import Redis, RedisError
@@ -22,10 +21,6 @@ log = logging.getLogger(__name__)
 LEADER_LEASE_KEY = "cardpipe:scheduler:leader"
 #: Signals older than this are forgotten.
 SIGNAL_TTL_S = 30 * 86_400
-#: A worker process re-announces itself this often; it counts as alive three times as long.
-PRESENCE_EVERY_S = 20.0
-PRESENCE_TTL_S = 60
-PRESENCE_KEY = "cardpipe:readiness:workers"
 
 
 def _url_check_key(oa_appid: str) -> str:
@@ -82,26 +77,6 @@ def last_refused_push(redis: Redis, oa_appid: str) -> dict[str, Any] | None:
 
 def last_login(redis: Redis, mp_appid: str) -> dict[str, Any] | None:
     return _read(redis, _login_key(mp_appid))
-
-
-def announce_worker(redis: Redis, process_id: str, queues: Iterable[str]) -> None:
-    """A worker process consuming ``queues`` is alive now. One sorted set, scored by time: the
-    check reads the last ``PRESENCE_TTL_S`` of it; members of processes gone an hour are pruned."""
-    now = time.time()
-    pipe = redis.pipeline(transaction=False)
-    pipe.zadd(PRESENCE_KEY, {f"{process_id}|{','.join(sorted(queues))}": now})
-    pipe.zremrangebyscore(PRESENCE_KEY, "-inf", now - 3600)
-    pipe.execute()
-
-
-def workers_per_queue(redis: Redis, now: float) -> dict[str, int]:
-    """Live worker processes per queue they consume."""
-    counts: dict[str, int] = {}
-    for member in redis.zrangebyscore(PRESENCE_KEY, now - PRESENCE_TTL_S, "+inf"):
-        for queue in member.decode().rpartition("|")[2].split(","):
-            if queue:
-                counts[queue] = counts.get(queue, 0) + 1
-    return counts
 
 
 def remembered(redis: Redis, key: str) -> dict[str, Any] | None:
