@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     claim_confirm_max_age_s: float = 86_400.0
     #: A pre-issuing event started this long ago whose orders still lack tickets is re-enqueued.
     preissue_stuck_after_s: float = 300.0
+    #: A push whose ``timestamp`` is further than this from now is refused; its (timestamp,
+    #: nonce) pair is remembered this long (a replay with another body is refused).
+    push_max_age_s: float = 300.0
     #: Lifetime of a Mini Program session token.
     session_ttl_s: int = 7200
     #: Largest request body accepted from WeChat or a client, in bytes.

@@ -157,9 +157,11 @@ def fake_server() -> Iterator[FakeWeChatServer]:
 
 @pytest.fixture
 def fake(fake_server: FakeWeChatServer) -> Iterator[FakeWeChatControl]:
-    """The fake's control client; faults and push settings are restored after the test."""
+    """The fake's control client; faults, push settings and the clock are restored after the test
+    (pushes are stamped with the fake's clock, and a receiver refuses stale timestamps)."""
     control = FakeWeChatControl(fake_server.url)
     yield control
+    control.reset_clock()
     control.clear_faults()
     control.configure(push_timeout_s=PUSH_TIMEOUT_S, push_tries=3, push_retry_delay_s=0)
     control.close()
