@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId
 from cardpipe.runtime import credential_store
 from cardpipe.services import events, order_import, preissue
 from models import CodeMode, Event, MiniProgram, OfficialAccount
@@ -183,7 +183,7 @@ def create_event(body: EventIn) -> EventOut:
 
 
 @router.get("/{event_id}", response_model=EventOut, responses=NOT_FOUND)
-def get_event(event_id: int) -> EventOut:
+def get_event(event_id: EventId) -> EventOut:
     try:
         with session_scope() as session:
             return _event_out(session, events.get_event(session, event_id))
@@ -230,7 +230,7 @@ def _import_file(
     },
 )
 async def import_orders(
-    event_id: int,
+    event_id: EventId,
     request: Request,
     fmt: Annotated[order_import.ImportFormat | None, Query(alias="format")] = None,
     reject_conflicts: bool = Query(False, description="Reject the whole import if any order conflicts"),
@@ -276,7 +276,7 @@ async def import_orders(
     response_model=PreissueStartedOut,
     responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "The event has no card"}},
 )
-def start_preissue(event_id: int) -> PreissueStartedOut:
+def start_preissue(event_id: EventId) -> PreissueStartedOut:
     """Mark the event pre-issuing and queue the planner; progress is at ``progress_url``."""
     try:
         with session_scope() as session:
@@ -292,7 +292,7 @@ def start_preissue(event_id: int) -> PreissueStartedOut:
 
 @router.get("/{event_id}/progress", response_model=ProgressOut, responses=NOT_FOUND)
 def preissue_progress(
-    event_id: int,
+    event_id: EventId,
     by_state: bool = Query(True, description="Also count tickets per state (a scan of the event's tickets)"),
 ) -> ProgressOut:
     try:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, Response, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly, GateStaff
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, TicketId
 from cardpipe.services import redemption_report, redemptions, revocations
 from models import ConsumeSync, RedemptionResult
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
@@ -40,7 +40,7 @@ class RedemptionIn(BaseModel):
         description="One per scan, chosen by the gate (a UUID): a retry with the same nonce gets the same answer",
     )
     card_id: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")
-    event_id: int | None = Field(default=None, ge=1, description="The gate's event, if it knows it")
+    event_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="The gate's event, if it knows it")
 
 
 class RedemptionOut(BaseModel):
@@ -130,7 +130,7 @@ class RevocationOut(BaseModel):
         409: {"model": ErrorResponse, "description": "The ticket was redeemed or deleted"},
     },
 )
-def revoke(ticket_id: int = Path(ge=1), body: RevocationIn | None = None) -> RevocationOut:
+def revoke(ticket_id: TicketId, body: RevocationIn | None = None) -> RevocationOut:
     """Revoke a ticket: later scans answer ``revoked``; its WeChat code is made unavailable."""
     reason = body.reason if body else ""
     try:
@@ -196,7 +196,7 @@ class EventRedemptionsOut(BaseModel):
     dependencies=[AdminOnly],
     responses={404: {"model": ErrorResponse, "description": "No such event"}},
 )
-def event_redemptions(event_id: int = Path(ge=1)) -> EventRedemptionsOut:
+def event_redemptions(event_id: EventId) -> EventRedemptionsOut:
     """Scans of an event counted by gate and reason, WeChat sync state, and disagreements."""
     try:
         with session_scope() as session:

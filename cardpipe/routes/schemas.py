@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Path
 from pydantic import BaseModel
+
+#: Ids are PostgreSQL BIGINTs: anything larger names nothing (and must not reach the database).
+MAX_ID = 2**63 - 1
+EventId = Annotated[int, Path(ge=1, le=MAX_ID, description="The event's id")]
+TicketId = Annotated[int, Path(ge=1, le=MAX_ID, description="The ticket's id")]
 
 
 class ErrorResponse(BaseModel):

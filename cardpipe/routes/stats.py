@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId
 from cardpipe.runtime import redis_client
 from cardpipe.services.funnel import UnknownEvent, all_event_ids, event_funnel
 
@@ -42,7 +42,7 @@ class FunnelOut(BaseModel):
     response_model=FunnelOut,
     responses={404: {"model": ErrorResponse, "description": "No such event"}},
 )
-def event_stats(event_id: int) -> FunnelOut:
+def event_stats(event_id: EventId) -> FunnelOut:
     try:
         with session_scope() as session:
             return FunnelOut.model_validate(event_funnel(session, redis_client(), event_id), from_attributes=True)
