@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
@@ -35,6 +35,9 @@ class FunnelOut(BaseModel):
     claims_per_minute: float
     wechat_counters: dict[str, int]
     quota: QuotaOut
+    config_error: str | None = Field(
+        default=None, description="WeChat refuses the account's configuration: credential work is backing off"
+    )
 
 
 @router.get(
