@@ -5,9 +5,12 @@ from __future__ import annotations
 import gc
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
-from cardpipe.routes import account_status, accounts, client, events, ops, redemptions, stats, wechat_push
+from cardpipe.routes import account_status, accounts, client, docs, events, ops, redemptions, stats, wechat_push
+from cardpipe.routes.auth import authenticate_before_validation
 from cardpipe.routes.claim_poll import ClaimPollFastPath
+from cardpipe.routes.hygiene import SecurityHeaders
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.settings import get_settings
 
@@ -17,7 +20,12 @@ def create_app() -> FastAPI:
         title="cardpipe",
         version="0.1.0",
         description="Pre-issues WeChat card tickets to Mini Program users at event scale.",
+        docs_url=None,
+        redoc_url=None,
     )
+    app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
+    app.include_router(docs.router)
+    app.add_exception_handler(RequestValidationError, authenticate_before_validation)
     app.include_router(accounts.router)
     app.include_router(account_status.router)
     app.include_router(ops.router)
@@ -40,6 +48,7 @@ def create_app() -> FastAPI:
         path_limits=[(events.IMPORT_PATH_PATTERN, settings.max_import_bytes)],
     )
     app.add_middleware(ClaimPollFastPath)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

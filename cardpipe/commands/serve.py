@@ -17,7 +17,9 @@ def api(
     workers: int = typer.Option(1, help="uvicorn worker processes."),
 ) -> None:
     """Serve the HTTP API with uvicorn."""
-    uvicorn.run("api:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    uvicorn.run(
+        "api:app", host=host, port=port, workers=workers, log_level="warning", access_log=False, server_header=False
+    )
 
 
 def worker(

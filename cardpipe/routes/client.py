@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
+from cardpipe.routes.auth import authenticates
 from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
 from cardpipe.routes.schemas import ErrorResponse
 from cardpipe.runtime import credential_store, redis_client
@@ -44,6 +45,7 @@ _413 = {"model": ErrorResponse, "description": "Body over the size limit"}
 _503 = {"model": ErrorResponse, "description": "WeChat is busy or over quota: retry after `Retry-After`"}
 
 
+@authenticates
 async def current_session(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> MpSession:
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session token required (Authorization: Bearer …)")

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, Unprocessable
 from cardpipe.runtime import credential_store
 from cardpipe.services import events, order_import, preissue
 from models import CodeMode, Event, MiniProgram, OfficialAccount
@@ -88,9 +88,14 @@ class LineErrorOut(BaseModel):
 
 
 class ImportRejectedOut(BaseModel):
-    detail: str
-    errors: list[LineErrorOut] = Field(description=f"The first {order_import.MAX_REPORTED} problems")
-    total: int
+    """The import was rejected (``errors`` by line, ``total``), or the request itself is malformed
+    (``detail`` lists the fields, as for every endpoint)."""
+
+    detail: str | list[FieldError]
+    errors: list[LineErrorOut] = Field(
+        default_factory=list, description=f"The first {order_import.MAX_REPORTED} problems"
+    )
+    total: int = 0
 
 
 class ConflictOut(BaseModel):
@@ -152,7 +157,7 @@ def _event_out(session: Session, event: Event) -> EventOut:
     status_code=status.HTTP_201_CREATED,
     response_model=EventOut,
     responses={
-        422: {"model": ErrorResponse, "description": "Unusable event, card or code policy"},
+        422: {"model": Unprocessable, "description": "Malformed request; unusable event, card or code policy"},
         502: {"model": ErrorResponse, "description": "WeChat refused cardpipe's credentials"},
         503: {"model": ErrorResponse, "description": "WeChat busy or over quota; try again"},
     },

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from cardpipe.db import get_sessionmaker
 from cardpipe.metrics import build_registry
 from cardpipe.routes.auth import AdminOnly
+from cardpipe.routes.hygiene import page_csp
 from cardpipe.routes.schemas import ERRORS
 from cardpipe.runtime import redis_client
 from cardpipe.services.queues import QueueMonitor
@@ -117,10 +118,11 @@ def metrics() -> Response:
 
 page_router = APIRouter(tags=["ops"])
 _PAGE = (Path(__file__).parent / "ops_page.html").read_text(encoding="utf-8")
+_PAGE_CSP = page_csp(_PAGE)
 
 
 @page_router.get("/ops", response_class=HTMLResponse)
 def ops_page() -> HTMLResponse:
     """The ops page: a static shell; its data comes from the admin endpoints with the token
     the operator types in."""
-    return HTMLResponse(_PAGE)
+    return HTMLResponse(_PAGE, headers={"content-security-policy": _PAGE_CSP, "cache-control": "no-cache"})

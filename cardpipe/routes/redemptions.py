@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly, GateStaff
-from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, TicketId
+from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, TicketId, Unprocessable
 from cardpipe.services import redemption_report, redemptions, revocations
 from models import ConsumeSync, RedemptionResult
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
@@ -58,21 +58,9 @@ class RedemptionOut(BaseModel):
     replayed: bool = Field(description="This nonce was answered before: the stored answer, nothing changed")
 
 
-class FieldError(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ScanRejected(BaseModel):
-    """A malformed scan (``detail`` lists the fields) or an unusable one (``detail`` says why)."""
-
-    detail: str | list[FieldError]
-
-
 SCAN_ERRORS: dict[int | str, dict[str, object]] = {
     409: {"model": ErrorResponse, "description": "The nonce was already used for a different scan"},
-    422: {"model": ScanRejected, "description": "Malformed scan, unknown gate event, or a code of several events"},
+    422: {"model": Unprocessable, "description": "Malformed scan, unknown gate event, or a code of several events"},
 }
 
 

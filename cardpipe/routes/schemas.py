@@ -19,6 +19,20 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
+class FieldError(BaseModel):
+    """One problem of a malformed request, as FastAPI reports it."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Unprocessable(BaseModel):
+    """A malformed request (``detail`` lists the fields) or an unusable one (``detail`` says why)."""
+
+    detail: str | list[FieldError]
+
+
 ERRORS = {
     401: {"model": ErrorResponse, "description": "No bearer token"},
     403: {"model": ErrorResponse, "description": "Token not accepted"},
