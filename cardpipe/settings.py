@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     #: A push whose ``timestamp`` is further than this from now is refused; its (timestamp,
     #: nonce) pair is remembered this long (a replay with another body is refused).
     push_max_age_s: float = 300.0
+    #: Logins (``POST /v1/sessions``, one jscode2session call each) allowed per client address
+    #: and per mini program in each window, across every api process. Behind a proxy the address
+    #: is the forwarded one (uvicorn's ``--forwarded-allow-ips``); mobile carriers put many users
+    #: behind one address, so keep the per-client limit well above one person's retries.
+    login_limit_per_client: int = 30
+    login_limit_per_appid: int = 6000
+    login_limit_window_s: int = 60
     #: Lifetime of a Mini Program session token.
     session_ttl_s: int = 7200
     #: Largest request body accepted from WeChat or a client, in bytes.

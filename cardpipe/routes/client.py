@@ -13,7 +13,7 @@ import json
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -22,11 +22,12 @@ from cardpipe.routes.auth import authenticates
 from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
 from cardpipe.routes.schemas import ErrorResponse
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import claim_cache, claim_results, claims, sessions
+from cardpipe.services import claim_cache, claim_results, claims, login_limits, sessions
 from cardpipe.services.claim_results import AddCardResult
 from cardpipe.services.claims import ClaimStatus, OrderRef
 from cardpipe.services.sessions import InvalidSession, MpSession
 from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
+from cardpipe.settings import get_settings
 from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
 from workers.claims import process_client_result
 from workers.credentials import refresh_card_ticket_now
@@ -158,13 +159,30 @@ def _poll_url(order_no: str) -> str:
         401: {"model": ErrorResponse, "description": "WeChat refused the login code (used, expired, invalid)"},
         404: {"model": ErrorResponse, "description": "Unknown mini program"},
         413: _413,
-        429: {"model": ErrorResponse, "description": "WeChat's per-user login rate limit"},
+        429: {
+            "model": ErrorResponse,
+            "description": "Too many logins from this address or to this mini program (or WeChat's per-user "
+            "limit): retry after `Retry-After`",
+        },
         502: {"model": ErrorResponse, "description": "WeChat refused the mini program's own credentials"},
         503: _503,
     },
 )
-def create_session(body: SessionIn) -> SessionOut:
-    """Exchange `wx.login`'s code for a session token (WeChat `jscode2session`)."""
+def create_session(body: SessionIn, request: Request) -> SessionOut:
+    """Exchange `wx.login`'s code for a session token (WeChat `jscode2session`). Logins are
+    limited per client address and per mini program (each costs a call against its quota)."""
+    settings = get_settings()
+    limits = login_limits.LoginLimits(
+        settings.login_limit_per_client, settings.login_limit_per_appid, settings.login_limit_window_s
+    )
+    client = request.client.host if request.client else "unknown"
+    verdict = login_limits.check_login(redis_client(), limits, client=client, appid=body.appid)
+    if not verdict.allowed:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{verdict.reason}; retry after {verdict.retry_after_s} s",
+            headers={"Retry-After": str(verdict.retry_after_s)},
+        )
     try:
         token, session = sessions.login(body.appid, body.code)
     except sessions.UnknownMiniProgram as exc:
