@@ -25,6 +25,20 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "CARDPIPE_REDIS_URL")
     )
+    #: PostgreSQL connections of one process: ``pool`` kept open, up to ``overflow`` more at
+    #: peaks. Unset, both follow the process's own concurrency (``process_threads``, which
+    #: ``cardpipe worker`` sets from ``--threads``): a worker thread holds at most two at once
+    #: (a credential refresh inside a transaction). Without it (the api), 10 and 20.
+    db_pool_size: int | None = Field(default=None, ge=1)
+    db_max_overflow: int | None = Field(default=None, ge=0)
+    #: Seconds a request waits for a free pooled connection before failing.
+    db_pool_timeout_s: float = 30.0
+    #: PostgreSQL is reached through a transaction-mode pooler (PgBouncer ``pool_mode =
+    #: transaction``): no server-side prepared statements (a later transaction may run on
+    #: another server connection).
+    db_transaction_pooler: bool = False
+    #: Threads of this process that may each use the database at once (set by the commands).
+    process_threads: int | None = Field(default=None, ge=1)
     wechat_api_base: str = "https://api.weixin.qq.com"
     #: Seconds before a WeChat call gives up (WeChat itself answers well inside this).
     wechat_timeout_s: float = 5.0
