@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, InboundModel
 from cardpipe.services import accounts
 
 router = APIRouter(prefix="/v1/admin", tags=["accounts"], dependencies=[AdminOnly], responses=ERRORS)
@@ -19,7 +19,7 @@ APPID = Field(pattern=APPID_PATTERN, description="WeChat appid (wx…)")
 AppIdPath = Annotated[str, Path(pattern=APPID_PATTERN, description="WeChat appid (wx…)")]
 
 
-class OfficialAccountIn(BaseModel):
+class OfficialAccountIn(InboundModel):
     app_secret: str = Field(min_length=8, max_length=128)
     server_token: str = Field(min_length=3, max_length=32, description="Token of the server URL (3–32 chars)")
     encoding_aes_key: str | None = Field(
@@ -42,7 +42,7 @@ class OfficialAccountOut(BaseModel):
     use_stable_token: bool
 
 
-class MiniProgramIn(BaseModel):
+class MiniProgramIn(InboundModel):
     app_secret: str = Field(min_length=8, max_length=128)
     official_account_appid: str = APPID
     name: str = Field(default="", max_length=128)

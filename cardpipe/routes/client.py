@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import authenticates
 from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
-from cardpipe.routes.schemas import ErrorResponse
+from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import claim_cache, claim_results, claims, login_limits, sessions
 from cardpipe.services.claim_results import AddCardResult
@@ -71,7 +71,7 @@ def _wechat_unavailable(exc: WeChatError) -> HTTPException:
 # --- models -------------------------------------------------------------------------------
 
 
-class SessionIn(BaseModel):
+class SessionIn(InboundModel):
     code: str = Field(min_length=1, max_length=128, description="`wx.login`'s code (single use, ~5 min)")
     appid: str = Field(pattern=r"^wx[0-9A-Za-z]{6,30}$", description="The mini program's appid")
 
@@ -116,7 +116,7 @@ MAX_ORDERS_PER_CLAIM = 10
 BatchOrderNo = Annotated[str, Field(pattern=ORDER_NO_PATTERN)]
 
 
-class BatchClaimIn(BaseModel):
+class BatchClaimIn(InboundModel):
     order_nos: list[BatchOrderNo] = Field(min_length=1, max_length=MAX_ORDERS_PER_CLAIM)
 
 
@@ -136,7 +136,7 @@ class BatchClaim(BaseModel):
     retry_after_ms: int | None = None
 
 
-class BatchResultIn(AddCardResult):
+class BatchResultIn(AddCardResult, InboundModel):
     order_nos: list[BatchOrderNo] = Field(min_length=1, max_length=MAX_ORDERS_PER_CLAIM)
 
 

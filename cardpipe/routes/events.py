@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, Unprocessable
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Unprocessable
 from cardpipe.runtime import credential_store
 from cardpipe.services import events, order_import, preissue
 from models import CodeMode, Event, MiniProgram, OfficialAccount
@@ -51,7 +51,7 @@ class CodePolicyIn(BaseModel):
     allow_ambiguous: bool = Field(default=False, description="Allow 0/O/o/1/I/l/L in the alphabet")
 
 
-class EventIn(BaseModel):
+class EventIn(InboundModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128)

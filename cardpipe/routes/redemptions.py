@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly, GateStaff
-from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, TicketId, Unprocessable
+from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, InboundModel, TicketId, Unprocessable
 from cardpipe.services import redemption_report, redemptions, revocations
 from models import ConsumeSync, RedemptionResult
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
@@ -23,7 +23,7 @@ from workers.redemptions import consume_redeemed_code, make_code_unavailable
 router = APIRouter(tags=["redemptions"], responses=ERRORS)
 
 
-class RedemptionIn(BaseModel):
+class RedemptionIn(InboundModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     code: str = Field(min_length=1, max_length=32, pattern=r"^[\x21-\x7e]+$", description="The scanned code")
@@ -95,7 +95,7 @@ def redeem(body: RedemptionIn, background: BackgroundTasks) -> Response:
     return Response(out.model_dump_json(), media_type="application/json")
 
 
-class RevocationIn(BaseModel):
+class RevocationIn(InboundModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     reason: str = Field(default="", max_length=64, description="Shown to the holder by WeChat (e.g. 退款)")
