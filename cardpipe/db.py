@@ -50,12 +50,13 @@ class PoolBudget:
     @classmethod
     def from_settings(cls, settings: Settings) -> PoolBudget:
         """The settings' pool, or one following the process's concurrency (``process_threads``):
-        one connection per thread kept, one more per thread at peaks."""
+        one connection per thread kept, two more per thread at peaks (a transaction that reads
+        a credential the store must refresh, or records a quota block, opens another)."""
         threads = settings.process_threads
         size = settings.db_pool_size or threads or DEFAULT_POOL_SIZE
         overflow = settings.db_max_overflow
         if overflow is None:
-            overflow = threads if threads else DEFAULT_MAX_OVERFLOW
+            overflow = 2 * threads if threads else DEFAULT_MAX_OVERFLOW
         return cls(size, overflow, settings.db_pool_timeout_s, not settings.db_transaction_pooler)
 
 

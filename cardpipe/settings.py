@@ -27,8 +27,8 @@ class Settings(BaseSettings):
     )
     #: PostgreSQL connections of one process: ``pool`` kept open, up to ``overflow`` more at
     #: peaks. Unset, both follow the process's own concurrency (``process_threads``, which
-    #: ``cardpipe worker`` sets from ``--threads``): a worker thread holds at most two at once
-    #: (a credential refresh inside a transaction). Without it (the api), 10 and 20.
+    #: ``cardpipe worker`` sets from ``--threads``): one per thread kept, two more per thread at
+    #: peaks (a credential refresh inside a transaction). Without it (the api), 10 and 20.
     db_pool_size: int | None = Field(default=None, ge=1)
     db_max_overflow: int | None = Field(default=None, ge=0)
     #: Seconds a request waits for a free pooled connection before failing.

@@ -3,8 +3,8 @@
 A push is checked (signature; in safe mode also msg_signature and the appid inside the payload),
 stored in the inbox under its dedupe key and answered ``success`` at once; a worker acts on it.
 A push that fails a check is refused with a 4xx and nothing is stored: a stale timestamp, a
-(timestamp, nonce) replayed with another body and a plain push to a safe-mode account are 403s. Oversized bodies are
-refused by the app's body-size middleware before anything reads them.
+(timestamp, nonce) replayed with another body and a plain push to a safe-mode account are 403s.
+Oversized bodies are refused by the app's body-size middleware before anything reads them.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from tests.waiting import wait_until
 
 
 def test_the_pool_follows_the_settings_or_the_process_threads() -> None:
-    assert PoolBudget.from_settings(Settings(process_threads=4)) == PoolBudget(4, 4, 30.0, True)
+    assert PoolBudget.from_settings(Settings(process_threads=4)) == PoolBudget(4, 8, 30.0, True)
     assert PoolBudget.from_settings(Settings()) == PoolBudget(10, 20, 30.0, True)
     explicit = Settings(db_pool_size=3, db_max_overflow=0, db_pool_timeout_s=5, db_transaction_pooler=True)
     assert PoolBudget.from_settings(explicit) == PoolBudget(3, 0, 5.0, False)
