@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
 from cardpipe.routes import (
     account_status,
     accounts,
     client,
+    docs,
     events,
     ops,
     ops_history,
@@ -19,7 +21,9 @@ from cardpipe.routes import (
     stats,
     wechat_push,
 )
+from cardpipe.routes.auth import authenticate_before_validation
 from cardpipe.routes.claim_poll import ClaimPollFastPath
+from cardpipe.routes.hygiene import SecurityHeaders
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.settings import get_settings
 
@@ -29,7 +33,12 @@ def create_app() -> FastAPI:
         title="cardpipe",
         version="0.1.0",
         description="Pre-issues WeChat card tickets to Mini Program users at event scale.",
+        docs_url=None,
+        redoc_url=None,
     )
+    app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
+    app.include_router(docs.router)
+    app.add_exception_handler(RequestValidationError, authenticate_before_validation)
     app.include_router(accounts.router)
     app.include_router(account_status.router)
     app.include_router(ops.router)
@@ -55,6 +64,7 @@ def create_app() -> FastAPI:
         path_limits=[(events.IMPORT_PATH_PATTERN, settings.max_import_bytes)],
     )
     app.add_middleware(ClaimPollFastPath)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

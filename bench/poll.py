@@ -360,7 +360,17 @@ def _start_servers(ports: list[int], env: dict[str, str]) -> list[subprocess.Pop
     26/6, leaving a core idle; ``SO_REUSEPORT`` hashing still gave 22/10.)"""
     servers = []
     for port in ports:
-        command = [sys.executable, "-m", "uvicorn", "api:app", "--host", "127.0.0.1", "--port", str(port)]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-server-header",
+        ]
         command += ["--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
         servers.append(subprocess.Popen(command, cwd=ROOT, env=env))
     deadline = time.monotonic() + 30

@@ -199,7 +199,17 @@ def _seed(tickets: int) -> list[str]:
 
 
 def _start_server(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", "api:app", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-server-header",
+    ]
     command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     command += ["--loop", "uvloop", "--http", "httptools"]
     server = subprocess.Popen(command, cwd=ROOT, env=env)

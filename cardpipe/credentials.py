@@ -10,6 +10,10 @@ Every card api_ticket carries a version that grows by one whenever its value cha
 record the version that signed them, which is how stale signatures are found. A rotation calls
 ``on_ticket_rotated`` (the composition root wires it to the bulk re-sign).
 
+Values are cached in Redis encrypted (:func:`cardpipe.secretbox.seal`, keys derived for this use
+only): whoever reads Redis learns a ticket's version and expiry, not a usable token or ticket. The
+hot poll path reads only the version; a value that does not decrypt (keys rotated) is a cache miss.
+
 Every WeChat call made here or through :meth:`CredentialStore.card_api` passes the account's
 :class:`~cardpipe.outbound.OutboundGuard` (rate limit, 45009/45011 discipline, counters).
 """
@@ -27,6 +31,7 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cardpipe import secretbox
 from cardpipe.outbound import GuardedCardApi, OutboundGuard, stats_key
 from cardpipe.settings import get_settings
 from models import Credential, CredentialKind, OfficialAccount
@@ -57,6 +62,8 @@ UNCHANGED_RECHECK_S = 60
 REJECTED_TOKEN_TTL_S = 3600
 
 RotationListener = Callable[[str, int], None]
+#: What the keys sealing cached credentials are derived for.
+CACHE_PURPOSE = "credential-cache"
 
 
 def _cache_key(appid: str, kind: str) -> str:
@@ -64,7 +71,7 @@ def _cache_key(appid: str, kind: str) -> str:
 
 
 def card_ticket_cache_key(appid: str) -> str:
-    """Where the current card ticket (a :class:`StoredCredential` JSON) is cached: the hot poll
+    """Where the current card ticket is cached (sealed value, readable version): the hot poll
     path reads its version in the same round trip as the payload."""
     return _cache_key(appid, CredentialKind.CARD_TICKET)
 
@@ -95,13 +102,20 @@ class StoredCredential:
     def remaining(self, now: float) -> float:
         return self.expires_at - now
 
-    def to_json(self) -> str:
-        return json.dumps({"value": self.value, "expires_at": self.expires_at, "version": self.version})
+    def to_cache(self) -> str:
+        """The Redis form: the value sealed, expiry and version readable (the poll reads ``version``)."""
+        sealed = secretbox.seal(CACHE_PURPOSE, self.value)
+        return json.dumps({"sealed": sealed, "expires_at": self.expires_at, "version": self.version})
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> StoredCredential:
-        data = json.loads(raw)
-        return cls(value=data["value"], expires_at=float(data["expires_at"]), version=int(data["version"]))
+    def from_cache(cls, raw: bytes | str) -> StoredCredential | None:
+        """None for what does not unseal (written under other keys, or not by us): a cache miss."""
+        try:
+            data = json.loads(raw)
+            value = secretbox.unseal(CACHE_PURPOSE, data["sealed"])
+            return cls(value=value, expires_at=float(data["expires_at"]), version=int(data["version"]))
+        except (ValueError, KeyError, TypeError, secretbox.SecretDecryptionError):
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +169,7 @@ class CredentialStore:
     def cached_card_ticket(self, appid: str) -> StoredCredential | None:
         """The cached ticket without any fallback: for the hot serve path's version check."""
         raw = self._redis.get(_cache_key(appid, CredentialKind.CARD_TICKET))
-        return StoredCredential.from_json(raw) if raw else None
+        return StoredCredential.from_cache(raw) if raw else None
 
     def stored(self, appid: str, kind: str) -> StoredCredential | None:
         """What the credentials table holds, whatever its age (ops views, never for signing)."""
@@ -170,8 +184,8 @@ class CredentialStore:
 
     def _read(self, appid: str, kind: str) -> StoredCredential:
         raw = self._redis.get(_cache_key(appid, kind))
-        if raw:
-            cached = StoredCredential.from_json(raw)
+        cached = StoredCredential.from_cache(raw) if raw else None
+        if cached is not None:
             remaining = cached.remaining(self._clock())
             if remaining > self._reader_min_validity_s or self._unchanged_lately(appid, kind, remaining):
                 return cached
@@ -286,7 +300,7 @@ class CredentialStore:
     def _cache(self, appid: str, kind: str, credential: StoredCredential) -> None:
         ttl_ms = int(credential.remaining(self._clock()) * 1000)
         if ttl_ms > 0:
-            self._redis.set(_cache_key(appid, kind), credential.to_json(), px=ttl_ms)
+            self._redis.set(_cache_key(appid, kind), credential.to_cache(), px=ttl_ms)
 
 
 class StoredTokenSource:

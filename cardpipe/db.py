@@ -1,16 +1,26 @@
-"""Engine and session factory. One engine per process, created from settings on first use."""
+"""Engine and session factory. One engine per process, created from settings on first use.
+
+Each process's connection budget is ``pool + overflow`` (:class:`PoolBudget`); the sum over all
+processes must stay under PostgreSQL's ``max_connections``, or the processes go through a
+transaction-mode pooler (``db_transaction_pooler``: no server-side prepared statements).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardpipe.settings import get_settings
+from cardpipe.settings import Settings, get_settings
+
+#: The pool of a process whose concurrency is not known (the api: FastAPI's thread pool).
+DEFAULT_POOL_SIZE = 10
+DEFAULT_MAX_OVERFLOW = 20
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -29,7 +39,28 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+@dataclass(frozen=True, slots=True)
+class PoolBudget:
+    size: int
+    max_overflow: int
+    timeout_s: float
+    #: False behind a transaction-mode pooler: psycopg prepares nothing server-side.
+    prepared_statements: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PoolBudget:
+        """The settings' pool, or one following the process's concurrency (``process_threads``):
+        one connection per thread kept, two more per thread at peaks (a transaction that reads
+        a credential the store must refresh, or records a quota block, opens another)."""
+        threads = settings.process_threads
+        size = settings.db_pool_size or threads or DEFAULT_POOL_SIZE
+        overflow = settings.db_max_overflow
+        if overflow is None:
+            overflow = 2 * threads if threads else DEFAULT_MAX_OVERFLOW
+        return cls(size, overflow, settings.db_pool_timeout_s, not settings.db_transaction_pooler)
+
+
+def make_engine(url: str, budget: PoolBudget | None = None) -> Engine:
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
@@ -37,12 +68,22 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    budget = budget or PoolBudget(DEFAULT_POOL_SIZE, DEFAULT_MAX_OVERFLOW, 30.0)
+    connect_args = {} if budget.prepared_statements else {"prepare_threshold": None}
+    return create_engine(
+        url,
+        pool_size=budget.size,
+        max_overflow=budget.max_overflow,
+        pool_timeout=budget.timeout_s,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
 
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
-    return make_engine(get_settings().effective_database_url)
+    settings = get_settings()
+    return make_engine(settings.effective_database_url, PoolBudget.from_settings(settings))
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ the embedded default working with nothing to set up.
 
 from __future__ import annotations
 
+import base64
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -68,6 +69,23 @@ def derived_keys(purpose: str) -> tuple[bytes, ...]:
     )
 
 
+@lru_cache(maxsize=8)
+def _purpose_box(purpose: str) -> MultiFernet:
+    return MultiFernet([Fernet(base64.urlsafe_b64encode(key)) for key in derived_keys(purpose)])
+
+
+def seal(purpose: str, plain: str) -> str:
+    """Encrypt ``plain`` with keys derived for ``purpose`` only (e.g. values cached in Redis)."""
+    return _purpose_box(purpose).encrypt(plain.encode("utf-8")).decode("ascii")
+
+
+def unseal(purpose: str, token: str) -> str:
+    try:
+        return _purpose_box(purpose).decrypt(token.encode("ascii")).decode("utf-8")
+    except InvalidToken as exc:
+        raise SecretDecryptionError(f"{purpose} value does not decrypt with the configured keys") from exc
+
+
 def encrypt(plain: str) -> str:
     return _box().encrypt(plain.encode("utf-8")).decode("ascii")
 
@@ -84,3 +102,4 @@ def reset_cache() -> None:
     _keys.cache_clear()
     _box.cache_clear()
     derived_keys.cache_clear()
+    _purpose_box.cache_clear()

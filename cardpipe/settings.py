@@ -25,6 +25,20 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "CARDPIPE_REDIS_URL")
     )
+    #: PostgreSQL connections of one process: ``pool`` kept open, up to ``overflow`` more at
+    #: peaks. Unset, both follow the process's own concurrency (``process_threads``, which
+    #: ``cardpipe worker`` sets from ``--threads``): one per thread kept, two more per thread at
+    #: peaks (a credential refresh inside a transaction). Without it (the api), 10 and 20.
+    db_pool_size: int | None = Field(default=None, ge=1)
+    db_max_overflow: int | None = Field(default=None, ge=0)
+    #: Seconds a request waits for a free pooled connection before failing.
+    db_pool_timeout_s: float = 30.0
+    #: PostgreSQL is reached through a transaction-mode pooler (PgBouncer ``pool_mode =
+    #: transaction``): no server-side prepared statements (a later transaction may run on
+    #: another server connection).
+    db_transaction_pooler: bool = False
+    #: Threads of this process that may each use the database at once (set by the commands).
+    process_threads: int | None = Field(default=None, ge=1)
     wechat_api_base: str = "https://api.weixin.qq.com"
     #: Seconds before a WeChat call gives up (WeChat itself answers well inside this).
     wechat_timeout_s: float = 5.0
@@ -70,6 +84,16 @@ class Settings(BaseSettings):
     claim_confirm_max_age_s: float = 86_400.0
     #: A pre-issuing event started this long ago whose orders still lack tickets is re-enqueued.
     preissue_stuck_after_s: float = 300.0
+    #: A push whose ``timestamp`` is further than this from now is refused; its (timestamp,
+    #: nonce) pair is remembered this long (a replay with another body is refused).
+    push_max_age_s: float = 300.0
+    #: Logins (``POST /v1/sessions``, one jscode2session call each) allowed per client address
+    #: and per mini program in each window, across every api process. Behind a proxy the address
+    #: is the forwarded one (uvicorn's ``--forwarded-allow-ips``); mobile carriers put many users
+    #: behind one address, so keep the per-client limit well above one person's retries.
+    login_limit_per_client: int = 30
+    login_limit_per_appid: int = 6000
+    login_limit_window_s: int = 60
     #: Lifetime of a Mini Program session token.
     session_ttl_s: int = 7200
     #: Largest request body accepted from WeChat or a client, in bytes.

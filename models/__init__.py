@@ -3,7 +3,7 @@
 from models.accounts import Credential, CredentialKind, MiniProgram, OfficialAccount
 from models.base import Base
 from models.event import CodeMode, Event, EventState
-from models.inbox import InboxItem, InboxSource
+from models.inbox import InboxItem, InboxSource, PushNonce
 from models.redemptions import ConsumeSync, Redemption, RedemptionResult, Revocation
 from models.tickets import Order, Ticket, TicketState
 
@@ -20,6 +20,7 @@ __all__ = [
     "MiniProgram",
     "OfficialAccount",
     "Order",
+    "PushNonce",
     "Redemption",
     "RedemptionResult",
     "Revocation",

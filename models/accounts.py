@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, EncryptedText, UTCDateTime, utcnow
@@ -24,10 +24,19 @@ class OfficialAccount(Base):
     app_secret: Mapped[str] = mapped_column(EncryptedText)
     server_token: Mapped[str] = mapped_column(EncryptedText)
     encoding_aes_key: Mapped[str | None] = mapped_column(EncryptedText)
+    #: The server URL is in safe mode at WeChat: plain pushes (whose signature does not cover
+    #: the body) are refused; only ``Encrypt`` with a valid ``msg_signature`` is accepted.
+    safe_mode: Mapped[bool] = mapped_column(default=False, server_default=false())
     use_stable_token: Mapped[bool] = mapped_column(default=True)
     #: Set when WeChat answered 45009: outbound work for this account waits until then.
     quota_blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     quota_reason: Mapped[str | None] = mapped_column(Text)
+    #: WeChat refused the account's configuration (wrong secret, IP not whitelisted, unknown
+    #: appid): credential work waits until ``config_retry_at`` and backs off on each failure.
+    config_error: Mapped[str | None] = mapped_column(Text)
+    config_error_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    config_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    config_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -57,6 +57,8 @@ def _isolated_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
         "CARDPIPE_ADMIN_TOKENS": ADMIN_TOKEN,
         "CARDPIPE_GATE_TOKENS": GATE_TOKEN,
         "CARDPIPE_WECHAT_BUSY_BACKOFF_S": "0.01",
+        # Every simulated user logs in from 127.0.0.1 (the login limit's own test lowers it).
+        "CARDPIPE_LOGIN_LIMIT_PER_CLIENT": "1000000",
     }
     saved = {k: os.environ.get(k) for k in test_values}
     os.environ.update(test_values)
@@ -157,9 +159,11 @@ def fake_server() -> Iterator[FakeWeChatServer]:
 
 @pytest.fixture
 def fake(fake_server: FakeWeChatServer) -> Iterator[FakeWeChatControl]:
-    """The fake's control client; faults and push settings are restored after the test."""
+    """The fake's control client; faults, push settings and the clock are restored after the test
+    (pushes are stamped with the fake's clock, and a receiver refuses stale timestamps)."""
     control = FakeWeChatControl(fake_server.url)
     yield control
+    control.reset_clock()
     control.clear_faults()
     control.configure(push_timeout_s=PUSH_TIMEOUT_S, push_tries=3, push_retry_delay_s=0)
     control.close()

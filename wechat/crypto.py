@@ -77,7 +77,10 @@ class MessageCrypto:
             raise SignatureError("safe-mode payload length field is wrong")
         if appid.decode("utf-8", "replace") != self._appid:
             raise SignatureError("safe-mode payload is for another appid")
-        return body.decode("utf-8")
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SignatureError("safe-mode payload is not UTF-8") from exc
 
     def sign(self, timestamp: str, nonce: str, encrypted: str) -> str:
         return msg_signature(self._token, timestamp, nonce, encrypted)

@@ -33,9 +33,11 @@ class CardEvent:
 
     @property
     def dedupe_key(self) -> str:
-        """FromUserName + CreateTime + Event + UserCardCode: WeChat's recommended key plus the
-        code, so the pushes of one batch addCard (same user, same second) stay distinct."""
-        return f"{self.from_user}:{self.create_time}:{self.event}:{self.user_card_code}"
+        """FromUserName + CreateTime + Event + CardId + UserCardCode: WeChat's recommended key plus
+        the card and the code, so the pushes of one batch addCard (same user, same second) and
+        the audit verdicts of two cards in the same second (no code, system sender) stay
+        distinct."""
+        return f"{self.from_user}:{self.create_time}:{self.event}:{self.card_id}:{self.user_card_code}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class OtherEvent(CardEvent):
     @property
     def dedupe_key(self) -> str:
         code = self.extra.get("UserCardCode", "")
-        return f"{self.from_user}:{self.create_time}:{self.name}:{code}"
+        return f"{self.from_user}:{self.create_time}:{self.name}:{self.card_id}:{code}"
 
 
 #: XML element name for each dataclass field that is not common to all events.

@@ -3,7 +3,9 @@
 Every actor is safe to run twice: a refresh re-checks the stored expiry under the account's
 lock, a re-sign is guarded by state and version, a confirmation by the ticket's flags, and a
 re-enqueue only sends idempotent messages. Outbound WeChat errors (quota, token, transport)
-propagate to the quota-aware retries (``workers.quota_retries``).
+propagate to the quota-aware retries (``workers.quota_retries``). A configuration error (wrong
+secret, IP not whitelisted, unknown appid) is not retried: the account backs off
+(``cardpipe.services.account_health``) and the scheduler's ticks skip it until then.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -20,11 +23,12 @@ import workers.broker  # noqa: F401  (binds the broker before any actor is decla
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import claim_cache, claims, preissue, resign
+from cardpipe.services import account_health, claim_cache, claims, preissue, resign
 from cardpipe.services.claim_confirmation import apply as apply_confirmation
 from cardpipe.services.claim_confirmation import look_up, still_unconfirmed, unconfirmed_client_claims
 from cardpipe.settings import get_settings
 from models import CredentialKind, Event, EventState, OfficialAccount
+from wechat.errors import ConfigurationError
 from workers.preissue import issue_orders
 
 log = logging.getLogger(__name__)
@@ -46,8 +50,27 @@ def _batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
 
 
 def _appids() -> list[str]:
+    """The accounts whose credential work may run now (not backing off a configuration error)."""
     with session_scope() as session:
-        return list(session.scalars(select(OfficialAccount.appid).order_by(OfficialAccount.id)))
+        return account_health.healthy_appids(session)
+
+
+@contextmanager
+def _configuration_watch(appid: str) -> Iterator[bool]:
+    """Yields whether to go ahead (False while the account backs off a configuration error);
+    records a ConfigurationError (one log line per change, no traceback, no retry) or success."""
+    with session_scope() as session:
+        if account_health.backing_off(session, appid):
+            yield False
+            return
+    try:
+        yield True
+    except ConfigurationError as exc:
+        with session_scope() as session:
+            account_health.record_failure(session, appid, exc)
+        return
+    with session_scope() as session:
+        account_health.record_success(session, appid)
 
 
 def _account_id(appid: str) -> int:
@@ -72,10 +95,13 @@ def refresh_credentials(appid: str) -> None:
     """Refresh the account's token and card ticket if they expire within the margin."""
     store = credential_store()
     margin = get_settings().credential_refresh_margin_s
-    store.refresh(appid, CredentialKind.ACCESS_TOKEN, min_validity_s=margin)
-    ticket = store.refresh(appid, CredentialKind.CARD_TICKET, min_validity_s=margin)
-    if not ticket.rotated:
-        _refresh_at_expiry(appid, ticket.credential)
+    with _configuration_watch(appid) as go_ahead:
+        if not go_ahead:
+            return
+        store.refresh(appid, CredentialKind.ACCESS_TOKEN, min_validity_s=margin)
+        ticket = store.refresh(appid, CredentialKind.CARD_TICKET, min_validity_s=margin)
+        if not ticket.rotated:
+            _refresh_at_expiry(appid, ticket.credential)
 
 
 @dramatiq.actor(queue_name="maintenance", max_retries=5, min_backoff=1_000, max_backoff=60_000)
@@ -109,16 +135,19 @@ def resign_all_stale() -> None:
 @dramatiq.actor(queue_name="maintenance", max_retries=10, min_backoff=1_000, max_backoff=60_000)
 def resign_account(appid: str) -> None:
     """Fan the account's stale outstanding tickets out to :func:`resign_chunk` messages."""
-    current = credential_store().card_ticket(appid)
-    account_id = _account_id(appid)
-    with session_scope() as session:
-        ranges = resign.stale_ranges(session, account_id, current.version, get_settings().resign_chunk_tickets)
-    marker = f"cardpipe:resign-fanout:{appid}:{current.version}"
-    if not ranges or not redis_client().set(marker, "1", nx=True, ex=FANOUT_QUIET_S):
-        return
-    for first_id, last_id in ranges:
-        resign_chunk.send(appid, current.version, first_id, last_id)
-    log.info("official account %s: %d re-sign chunks for ticket version %d", appid, len(ranges), current.version)
+    with _configuration_watch(appid) as go_ahead:
+        if not go_ahead:
+            return
+        current = credential_store().card_ticket(appid)
+        account_id = _account_id(appid)
+        with session_scope() as session:
+            ranges = resign.stale_ranges(session, account_id, current.version, get_settings().resign_chunk_tickets)
+        marker = f"cardpipe:resign-fanout:{appid}:{current.version}"
+        if not ranges or not redis_client().set(marker, "1", nx=True, ex=FANOUT_QUIET_S):
+            return
+        for first_id, last_id in ranges:
+            resign_chunk.send(appid, current.version, first_id, last_id)
+        log.info("official account %s: %d re-sign chunks for ticket version %d", appid, len(ranges), current.version)
 
 
 @dramatiq.actor(queue_name="maintenance", max_retries=10, min_backoff=500, max_backoff=30_000)

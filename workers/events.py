@@ -8,6 +8,10 @@
 - ``card_pass_check`` / ``card_not_pass_check`` → the event's card audit status;
 - anything else is kept in the inbox and marked processed.
 
+Tenant scoping: a push acts only on the event of the official account whose URL it arrived at
+(the inbox row's account) whose card it names; a card of any other event is noted as foreign and
+changes nothing, whatever code or OuterStr the push carries.
+
 At-least-once safe in the same way as ``workers.claims``: inbox row locked and marked in the
 transaction of the guarded updates.
 """
@@ -26,7 +30,7 @@ import workers.broker  # noqa: F401  (binds the broker before any actor is decla
 from cardpipe.db import session_scope
 from cardpipe.outbound import deferral_ms
 from cardpipe.runtime import redis_client
-from cardpipe.services import card_audit, claim_cache, claims, inbox
+from cardpipe.services import card_audit, claim_cache, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.redemptions import record_wechat_consume
 from models import Ticket
@@ -54,25 +58,29 @@ def _pushed_at(event: CardEvent) -> datetime:
     return datetime.fromtimestamp(event.create_time, UTC)
 
 
-def _ticket_of(session: Session, card_id: str, code: str, outer_str: str = "") -> tuple[int, int] | None:
-    """(ticket id, order id): the ticket OuterStr names (our cardExt's outer_str is the ticket
-    id), else the one with that card and code."""
-    if outer_str.isdigit():
+#: OuterStr is our ticket id; anything that is not a BIGINT cannot name one.
+_MAX_TICKET_ID = 2**63 - 1
+
+
+def _ticket_of(session: Session, event_id: int, code: str, outer_str: str = "") -> tuple[int, int] | None:
+    """(ticket id, order id): the ticket of the event OuterStr names (our cardExt's outer_str is
+    the ticket id), else the event's ticket with that code."""
+    if outer_str.isdigit() and int(outer_str) <= _MAX_TICKET_ID:
         row = session.execute(
-            select(Ticket.id, Ticket.order_id).where(Ticket.id == int(outer_str), Ticket.card_id == card_id)
+            select(Ticket.id, Ticket.order_id).where(Ticket.id == int(outer_str), Ticket.event_id == event_id)
         ).one_or_none()
         if row is not None:
             return row.id, row.order_id
     row = session.execute(
-        select(Ticket.id, Ticket.order_id).where(Ticket.card_id == card_id, Ticket.code == code)
+        select(Ticket.id, Ticket.order_id).where(Ticket.event_id == event_id, Ticket.code == code)
     ).one_or_none()
     return None if row is None else (row.id, row.order_id)
 
 
-def _user_get_card(session: Session, event: UserGetCard) -> Handled:
+def _user_get_card(session: Session, event: UserGetCard, event_id: int) -> Handled:
     if event.is_give_by_friend:
         return Handled(note="received as a gift: not a claim of one of our tickets")
-    found = _ticket_of(session, event.card_id, event.code, event.outer_str)
+    found = _ticket_of(session, event_id, event.code, event.outer_str)
     if found is None:
         return Handled(note=f"no ticket of card {event.card_id} with OuterStr {event.outer_str!r} or this code")
     ticket_id, order_id = found
@@ -90,28 +98,33 @@ def _user_get_card(session: Session, event: UserGetCard) -> Handled:
     return Handled(orders=[order_id])
 
 
-def _user_del_card(session: Session, event: UserDelCard) -> Handled:
-    orders = claims.delete(session, card_id=event.card_id, code=event.code)
+def _user_del_card(session: Session, event: UserDelCard, event_id: int) -> Handled:
+    orders = claims.delete(session, event_id=event_id, code=event.code)
     return Handled(orders=orders) if orders else Handled(note="no deletable ticket with this card and code")
 
 
-def _user_consume_card(session: Session, event: UserConsumeCard) -> Handled:
+def _user_consume_card(session: Session, event: UserConsumeCard, event_id: int) -> Handled:
     record_wechat_consume(
-        session, card_id=event.card_id, code=event.code, consume_source=event.consume_source, at=_pushed_at(event)
+        session,
+        event_id=event_id,
+        card_id=event.card_id,
+        code=event.code,
+        consume_source=event.consume_source,
+        at=_pushed_at(event),
     )
-    found = _ticket_of(session, event.card_id, event.code)
+    found = _ticket_of(session, event_id, event.code)
     return Handled(orders=[] if found is None else [found[1]])
 
 
-def _card_verdict(status: str) -> Callable[[Session, CardEvent], Handled]:
-    def record(session: Session, event: CardEvent) -> Handled:
-        changed = card_audit.record_verdict(session, card_id=event.card_id, status=status, at=_pushed_at(event))
-        return Handled() if changed else Handled(note="no event with this card, or a later verdict is recorded")
+def _card_verdict(status: str) -> Callable[[Session, CardEvent, int], Handled]:
+    def record(session: Session, event: CardEvent, event_id: int) -> Handled:
+        changed = card_audit.record_verdict(session, event_id=event_id, status=status, at=_pushed_at(event))
+        return Handled() if changed else Handled(note="a later verdict on this card is recorded")
 
     return record
 
 
-_HANDLERS: dict[type[CardEvent], Callable[[Session, CardEvent], Handled]] = {
+_HANDLERS: dict[type[CardEvent], Callable[[Session, CardEvent, int], Handled]] = {
     UserGetCard: _user_get_card,  # type: ignore[dict-item]
     UserDelCard: _user_del_card,  # type: ignore[dict-item]
     UserConsumeCard: _user_consume_card,  # type: ignore[dict-item]
@@ -120,19 +133,27 @@ _HANDLERS: dict[type[CardEvent], Callable[[Session, CardEvent], Handled]] = {
 }
 
 
-def handle(session: Session, event: CardEvent) -> Handled:
+def handle(session: Session, event: CardEvent, *, official_account_id: int | None) -> Handled:
+    """Act on a push that arrived at ``official_account_id``'s URL: only on the event of that
+    account whose card the push names; a card of anyone else's is noted as foreign."""
     handler = _HANDLERS.get(type(event))
-    return Handled() if handler is None else handler(session, event)
+    if handler is None:
+        return Handled()
+    event_id = tenancy.event_of_card(session, official_account_id=official_account_id, card_id=event.card_id)
+    if event_id is None:
+        return Handled(note=tenancy.foreign_card_note(event.card_id))
+    return handler(session, event, event_id)
 
 
 @dramatiq.actor(queue_name="events", max_retries=MAX_RETRIES)
 def process_push(inbox_id: int) -> None:
     try:
         with session_scope() as session:
-            payload = inbox.take(session, inbox_id)
-            if payload is None:
+            taken = inbox.take_push(session, inbox_id)
+            if taken is None:
                 return
-            handled = handle(session, parse_event(payload))
+            payload, official_account_id = taken
+            handled = handle(session, parse_event(payload), official_account_id=official_account_id)
             inbox.mark_processed(session, inbox_id, note=handled.note)
             stale = claims.cache_keys(session, handled.orders)
     except Exception as exc:

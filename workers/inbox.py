@@ -1,5 +1,6 @@
 """Maintenance: send again the inbox rows whose processing message was lost (the database, not
-the queue, is the source of truth). The scheduler enqueues :func:`requeue_stale_inbox`."""
+the queue, is the source of truth), and forget the push replay guard's expired pairs. The
+scheduler enqueues :func:`requeue_stale_inbox`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import dramatiq
 
 import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
 from cardpipe.db import session_scope
-from cardpipe.services import inbox
+from cardpipe.services import inbox, push_guard
+from cardpipe.settings import get_settings
 from models import InboxSource
 from workers.claims import process_client_result
 from workers.events import process_push
@@ -32,6 +34,8 @@ def requeue_stale_inbox() -> None:
         results = inbox.stale_unprocessed(
             session, source=InboxSource.CLIENT, older_than_s=STALE_AFTER_S, max_attempts=MAX_ATTEMPTS, limit=BATCH
         )
+        # Pairs older than twice the window: their pushes are refused as stale anyway.
+        push_guard.prune(session, older_than_s=2 * get_settings().push_max_age_s)
     for inbox_id in pushes:
         process_push.send(inbox_id)
     for inbox_id in results:

@@ -17,24 +17,30 @@ def add_official_account(
     app_secret: str = typer.Option(..., envvar="CARDPIPE_OA_SECRET", prompt=True, hide_input=True),
     server_token: str = typer.Option(..., envvar="CARDPIPE_OA_SERVER_TOKEN", prompt=True, hide_input=True),
     encoding_aes_key: str | None = typer.Option(None, envvar="CARDPIPE_OA_AES_KEY", help="Safe-mode key."),
+    safe_mode: bool = typer.Option(False, help="The server URL is in safe mode: refuse plain pushes."),
     original_id: str | None = typer.Option(None, help="gh_… original id."),
     name: str = typer.Option("", help="Display name."),
     stable_token: bool = typer.Option(True, help="Use /cgi-bin/stable_token."),
 ) -> None:
     """Register or update an official account."""
-    with session_scope() as session:
-        accounts.upsert_official_account(
-            session,
-            accounts.OfficialAccountInput(
-                appid=appid,
-                app_secret=app_secret,
-                server_token=server_token,
-                encoding_aes_key=encoding_aes_key,
-                original_id=original_id,
-                name=name,
-                use_stable_token=stable_token,
-            ),
-        )
+    try:
+        with session_scope() as session:
+            accounts.upsert_official_account(
+                session,
+                accounts.OfficialAccountInput(
+                    appid=appid,
+                    app_secret=app_secret,
+                    server_token=server_token,
+                    encoding_aes_key=encoding_aes_key,
+                    safe_mode=safe_mode,
+                    original_id=original_id,
+                    name=name,
+                    use_stable_token=stable_token,
+                ),
+            )
+    except accounts.AccountError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"official account {appid} saved")
 
 
@@ -49,7 +55,7 @@ def add_mini_program(
     try:
         with session_scope() as session:
             accounts.upsert_mini_program(session, appid, app_secret, official_account, name)
-    except accounts.UnknownAccount as exc:
+    except (accounts.UnknownAccount, accounts.AccountError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"mini program {appid} saved")

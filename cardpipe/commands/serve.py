@@ -17,7 +17,9 @@ def api(
     workers: int = typer.Option(1, help="uvicorn worker processes."),
 ) -> None:
     """Serve the HTTP API with uvicorn."""
-    uvicorn.run("api:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    uvicorn.run(
+        "api:app", host=host, port=port, workers=workers, log_level="warning", access_log=False, server_header=False
+    )
 
 
 def worker(
@@ -27,6 +29,8 @@ def worker(
     shutdown_timeout_s: int = typer.Option(120, help="Grace for in-flight messages on SIGTERM."),
 ) -> None:
     """Run dramatiq worker processes for the given queues."""
+    # Each worker process's connection pool follows its thread count (see cardpipe.db).
+    os.environ["CARDPIPE_PROCESS_THREADS"] = str(threads)
     args = [
         sys.executable, "-m", "dramatiq", "workers",
         "--processes", str(processes),

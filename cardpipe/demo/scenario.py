@@ -127,6 +127,7 @@ class Demo:
             "app_secret": self.oa_secret,
             "server_token": self.server_token,
             "encoding_aes_key": self.aes_key,
+            "safe_mode": True,
             "original_id": "gh_demo",
             "name": "Demo OA",
         }

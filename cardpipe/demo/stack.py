@@ -112,6 +112,8 @@ def running_stack(
             "CARDPIPE_ADMIN_TOKENS": admin_token,
             "CARDPIPE_GATE_TOKENS": admin_token,
             "CARDPIPE_WECHAT_API_BASE": f"http://127.0.0.1:{fake_port}",
+            # Every simulated user logs in from this one address.
+            "CARDPIPE_LOGIN_LIMIT_PER_CLIENT": os.environ.get("CARDPIPE_LOGIN_LIMIT_PER_CLIENT", "1000000"),
         }
         stack = Stack(data_dir=data_dir, env=env)
         cleanup.callback(stack.stop)

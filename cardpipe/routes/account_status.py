@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cardpipe.db import session_scope
+from cardpipe.routes.accounts import AppIdPath
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse
 from cardpipe.runtime import credential_store
@@ -33,9 +34,19 @@ class QuotaOut(BaseModel):
     minute_pause_s: float | None = Field(description="Left of a 45011 pause (per-minute quota)")
 
 
+class ConfigurationOut(BaseModel):
+    error: str = Field(description="What WeChat said (errcode and message)")
+    since: datetime | None
+    retry_at: datetime | None = Field(description="Credential work for this account waits until then")
+    failures: int
+
+
 class AccountStatusOut(BaseModel):
     appid: str
     use_stable_token: bool
+    configuration_error: ConfigurationOut | None = Field(
+        description="WeChat refuses the account's configuration (wrong secret, IP not whitelisted…): backing off"
+    )
     access_token: CredentialOut | None
     card_ticket: CredentialOut | None
     quota: QuotaOut
@@ -47,11 +58,22 @@ class AccountStatusOut(BaseModel):
     response_model=AccountStatusOut,
     responses={404: {"model": ErrorResponse, "description": "No such official account"}},
 )
-def get_account_status(appid: str) -> AccountStatusOut:
+def get_account_status(appid: AppIdPath) -> AccountStatusOut:
     with session_scope() as session:
-        use_stable = session.scalar(select(OfficialAccount.use_stable_token).where(OfficialAccount.appid == appid))
-    if use_stable is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no official account {appid!r}")
+        account = session.scalars(select(OfficialAccount).where(OfficialAccount.appid == appid)).one_or_none()
+        if account is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no official account {appid!r}")
+        use_stable = account.use_stable_token
+        configuration = (
+            None
+            if account.config_error is None
+            else ConfigurationOut(
+                error=account.config_error,
+                since=account.config_error_since,
+                retry_at=account.config_retry_at,
+                failures=account.config_failures,
+            )
+        )
     store = credential_store()
     now = time.time()
     stored = {kind: store.stored(appid, kind) for kind in CredentialKind}
@@ -69,6 +91,7 @@ def get_account_status(appid: str) -> AccountStatusOut:
     return AccountStatusOut(
         appid=appid,
         use_stable_token=use_stable,
+        configuration_error=configuration,
         access_token=credentials[CredentialKind.ACCESS_TOKEN],
         card_ticket=credentials[CredentialKind.CARD_TICKET],
         quota=QuotaOut(

@@ -1,13 +1,27 @@
-"""Bearer-token checks for the admin and gate endpoints."""
+"""Bearer-token checks for the admin and gate endpoints, and authentication before validation.
+
+FastAPI reports a malformed body (or query) before a dependency that raised could answer: an
+unauthenticated caller would learn the shape of what it may not call, and a fuzzer sees 422s
+where 401s belong. :func:`authenticate_before_validation` answers a validation error with the
+route's own authentication error when the request does not pass it. The checks it runs are the
+route's dependencies marked :func:`authenticates`.
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.dependencies.models import Dependant
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+from starlette.responses import Response
 
 from cardpipe.settings import get_settings
 
@@ -26,10 +40,21 @@ def _check(credentials: HTTPAuthorizationCredentials | None, accepted: list[Secr
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"not a valid {role} token")
 
 
+Check = TypeVar("Check", bound=Callable[..., Any])
+
+
+def authenticates(check: Check) -> Check:
+    """Mark a dependency taking the request's bearer credentials as an authentication check."""
+    check.authenticates = True  # type: ignore[attr-defined]
+    return check
+
+
+@authenticates
 def require_admin(credentials: BearerCredentials) -> None:
     _check(credentials, get_settings().admin_tokens, "admin")
 
 
+@authenticates
 def require_gate(credentials: BearerCredentials) -> None:
     settings = get_settings()
     _check(credentials, settings.gate_tokens + settings.admin_tokens, "gate")
@@ -37,3 +62,26 @@ def require_gate(credentials: BearerCredentials) -> None:
 
 AdminOnly = Depends(require_admin)
 GateStaff = Depends(require_gate)
+
+
+def _checks(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for dependency in dependant.dependencies:
+        if getattr(dependency.call, "authenticates", False):
+            yield dependency.call  # type: ignore[misc]
+        yield from _checks(dependency)
+
+
+async def authenticate_before_validation(request: Request, exc: Exception) -> Response:
+    """A validation error of a route the request is not authenticated for is its 401/403."""
+    assert isinstance(exc, RequestValidationError)
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        credentials = await _bearer(request)
+        for check in _checks(route.dependant):
+            try:
+                outcome = check(credentials)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except HTTPException as refused:
+                return await http_exception_handler(request, refused)
+    return await request_validation_exception_handler(request, exc)

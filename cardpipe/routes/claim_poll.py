@@ -117,7 +117,8 @@ async def poll_answer(authorization: str | None, order_no: str, if_none_match: s
     except WeChatError as exc:
         detail = f"WeChat did not answer usefully (errcode {exc.errcode}); retry shortly"
         return _error(503, detail, **{"retry-after": RETRY_AFTER_S})
-    headers = {"etag": claim.etag, "cache-control": "no-cache"}
+    # The payload holds ticket codes: never stored by a cache (the client revalidates by ETag).
+    headers = {"etag": claim.etag, "cache-control": "no-store"}
     if claim.status == ClaimStatus.PENDING:
         headers["retry-after"] = RETRY_AFTER_S
     if if_none_match and _not_modified(if_none_match, claim.etag):

@@ -13,19 +13,21 @@ import json
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
+from cardpipe.routes.auth import authenticates
 from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
-from cardpipe.routes.schemas import ErrorResponse
+from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import claim_cache, claim_results, claims, sessions
+from cardpipe.services import claim_cache, claim_results, claims, login_limits, sessions
 from cardpipe.services.claim_results import AddCardResult
 from cardpipe.services.claims import ClaimStatus, OrderRef
 from cardpipe.services.sessions import InvalidSession, MpSession
 from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
+from cardpipe.settings import get_settings
 from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
 from workers.claims import process_client_result
 from workers.credentials import refresh_card_ticket_now
@@ -44,6 +46,7 @@ _413 = {"model": ErrorResponse, "description": "Body over the size limit"}
 _503 = {"model": ErrorResponse, "description": "WeChat is busy or over quota: retry after `Retry-After`"}
 
 
+@authenticates
 async def current_session(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> MpSession:
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session token required (Authorization: Bearer …)")
@@ -68,7 +71,7 @@ def _wechat_unavailable(exc: WeChatError) -> HTTPException:
 # --- models -------------------------------------------------------------------------------
 
 
-class SessionIn(BaseModel):
+class SessionIn(InboundModel):
     code: str = Field(min_length=1, max_length=128, description="`wx.login`'s code (single use, ~5 min)")
     appid: str = Field(pattern=r"^wx[0-9A-Za-z]{6,30}$", description="The mini program's appid")
 
@@ -113,7 +116,7 @@ MAX_ORDERS_PER_CLAIM = 10
 BatchOrderNo = Annotated[str, Field(pattern=ORDER_NO_PATTERN)]
 
 
-class BatchClaimIn(BaseModel):
+class BatchClaimIn(InboundModel):
     order_nos: list[BatchOrderNo] = Field(min_length=1, max_length=MAX_ORDERS_PER_CLAIM)
 
 
@@ -133,7 +136,7 @@ class BatchClaim(BaseModel):
     retry_after_ms: int | None = None
 
 
-class BatchResultIn(AddCardResult):
+class BatchResultIn(AddCardResult, InboundModel):
     order_nos: list[BatchOrderNo] = Field(min_length=1, max_length=MAX_ORDERS_PER_CLAIM)
 
 
@@ -156,13 +159,30 @@ def _poll_url(order_no: str) -> str:
         401: {"model": ErrorResponse, "description": "WeChat refused the login code (used, expired, invalid)"},
         404: {"model": ErrorResponse, "description": "Unknown mini program"},
         413: _413,
-        429: {"model": ErrorResponse, "description": "WeChat's per-user login rate limit"},
+        429: {
+            "model": ErrorResponse,
+            "description": "Too many logins from this address or to this mini program (or WeChat's per-user "
+            "limit): retry after `Retry-After`",
+        },
         502: {"model": ErrorResponse, "description": "WeChat refused the mini program's own credentials"},
         503: _503,
     },
 )
-def create_session(body: SessionIn) -> SessionOut:
-    """Exchange `wx.login`'s code for a session token (WeChat `jscode2session`)."""
+def create_session(body: SessionIn, request: Request) -> SessionOut:
+    """Exchange `wx.login`'s code for a session token (WeChat `jscode2session`). Logins are
+    limited per client address and per mini program (each costs a call against its quota)."""
+    settings = get_settings()
+    limits = login_limits.LoginLimits(
+        settings.login_limit_per_client, settings.login_limit_per_appid, settings.login_limit_window_s
+    )
+    client = request.client.host if request.client else "unknown"
+    verdict = login_limits.check_login(redis_client(), limits, client=client, appid=body.appid)
+    if not verdict.allowed:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{verdict.reason}; retry after {verdict.retry_after_s} s",
+            headers={"Retry-After": str(verdict.retry_after_s)},
+        )
     try:
         token, session = sessions.login(body.appid, body.code)
     except sessions.UnknownMiniProgram as exc:

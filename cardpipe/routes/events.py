@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Unprocessable
 from cardpipe.runtime import credential_store
 from cardpipe.services import events, order_import, preissue
 from models import CodeMode, Event, MiniProgram, OfficialAccount
@@ -51,7 +51,7 @@ class CodePolicyIn(BaseModel):
     allow_ambiguous: bool = Field(default=False, description="Allow 0/O/o/1/I/l/L in the alphabet")
 
 
-class EventIn(BaseModel):
+class EventIn(InboundModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128)
@@ -88,9 +88,14 @@ class LineErrorOut(BaseModel):
 
 
 class ImportRejectedOut(BaseModel):
-    detail: str
-    errors: list[LineErrorOut] = Field(description=f"The first {order_import.MAX_REPORTED} problems")
-    total: int
+    """The import was rejected (``errors`` by line, ``total``), or the request itself is malformed
+    (``detail`` lists the fields, as for every endpoint)."""
+
+    detail: str | list[FieldError]
+    errors: list[LineErrorOut] = Field(
+        default_factory=list, description=f"The first {order_import.MAX_REPORTED} problems"
+    )
+    total: int = 0
 
 
 class ConflictOut(BaseModel):
@@ -152,7 +157,7 @@ def _event_out(session: Session, event: Event) -> EventOut:
     status_code=status.HTTP_201_CREATED,
     response_model=EventOut,
     responses={
-        422: {"model": ErrorResponse, "description": "Unusable event, card or code policy"},
+        422: {"model": Unprocessable, "description": "Malformed request; unusable event, card or code policy"},
         502: {"model": ErrorResponse, "description": "WeChat refused cardpipe's credentials"},
         503: {"model": ErrorResponse, "description": "WeChat busy or over quota; try again"},
     },
@@ -183,7 +188,7 @@ def create_event(body: EventIn) -> EventOut:
 
 
 @router.get("/{event_id}", response_model=EventOut, responses=NOT_FOUND)
-def get_event(event_id: int) -> EventOut:
+def get_event(event_id: EventId) -> EventOut:
     try:
         with session_scope() as session:
             return _event_out(session, events.get_event(session, event_id))
@@ -230,7 +235,7 @@ def _import_file(
     },
 )
 async def import_orders(
-    event_id: int,
+    event_id: EventId,
     request: Request,
     fmt: Annotated[order_import.ImportFormat | None, Query(alias="format")] = None,
     reject_conflicts: bool = Query(False, description="Reject the whole import if any order conflicts"),
@@ -276,7 +281,7 @@ async def import_orders(
     response_model=PreissueStartedOut,
     responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "The event has no card"}},
 )
-def start_preissue(event_id: int) -> PreissueStartedOut:
+def start_preissue(event_id: EventId) -> PreissueStartedOut:
     """Mark the event pre-issuing and queue the planner; progress is at ``progress_url``."""
     try:
         with session_scope() as session:
@@ -292,7 +297,7 @@ def start_preissue(event_id: int) -> PreissueStartedOut:
 
 @router.get("/{event_id}/progress", response_model=ProgressOut, responses=NOT_FOUND)
 def preissue_progress(
-    event_id: int,
+    event_id: EventId,
     by_state: bool = Query(True, description="Also count tickets per state (a scan of the event's tickets)"),
 ) -> ProgressOut:
     try:

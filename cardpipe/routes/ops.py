@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from cardpipe.db import get_sessionmaker
 from cardpipe.metrics import build_registry
 from cardpipe.routes.auth import AdminOnly
+from cardpipe.routes.hygiene import page_csp
 from cardpipe.routes.schemas import ERRORS
 from cardpipe.runtime import redis_client
 from cardpipe.services.queues import QueueMonitor
@@ -143,6 +144,9 @@ def page_language(chosen: str | None, remembered: str | None, accept_language: s
     return min(ranked)[2] if ranked else "en"
 
 
+_PAGE_CSP = page_csp(_PAGE)
+
+
 @page_router.get("/ops", response_class=HTMLResponse)
 def ops_page(
     lang: str | None = Query(None, description="en or zh; remembered in a cookie"),
@@ -155,6 +159,8 @@ def ops_page(
     language = page_language(lang, remembered, accept_language)
     response = HTMLResponse(_PAGE.replace('lang="en"', f'lang="{language}"', 1))
     response.headers["vary"] = "Accept-Language, Cookie"
+    response.headers["content-security-policy"] = _PAGE_CSP
+    response.headers["cache-control"] = "no-cache"
     if lang in LANGUAGES:
         response.set_cookie(LANGUAGE_COOKIE, language, max_age=365 * 86400, samesite="strict")
     return response

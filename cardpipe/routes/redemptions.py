@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, Response, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly, GateStaff
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, InboundModel, TicketId, Unprocessable
 from cardpipe.services import redemption_report, redemptions, revocations
 from models import ConsumeSync, RedemptionResult
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
@@ -23,7 +23,7 @@ from workers.redemptions import consume_redeemed_code, make_code_unavailable
 router = APIRouter(tags=["redemptions"], responses=ERRORS)
 
 
-class RedemptionIn(BaseModel):
+class RedemptionIn(InboundModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     code: str = Field(min_length=1, max_length=32, pattern=r"^[\x21-\x7e]+$", description="The scanned code")
@@ -40,7 +40,7 @@ class RedemptionIn(BaseModel):
         description="One per scan, chosen by the gate (a UUID): a retry with the same nonce gets the same answer",
     )
     card_id: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")
-    event_id: int | None = Field(default=None, ge=1, description="The gate's event, if it knows it")
+    event_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="The gate's event, if it knows it")
 
 
 class RedemptionOut(BaseModel):
@@ -58,21 +58,9 @@ class RedemptionOut(BaseModel):
     replayed: bool = Field(description="This nonce was answered before: the stored answer, nothing changed")
 
 
-class FieldError(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ScanRejected(BaseModel):
-    """A malformed scan (``detail`` lists the fields) or an unusable one (``detail`` says why)."""
-
-    detail: str | list[FieldError]
-
-
 SCAN_ERRORS: dict[int | str, dict[str, object]] = {
     409: {"model": ErrorResponse, "description": "The nonce was already used for a different scan"},
-    422: {"model": ScanRejected, "description": "Malformed scan, unknown gate event, or a code of several events"},
+    422: {"model": Unprocessable, "description": "Malformed scan, unknown gate event, or a code of several events"},
 }
 
 
@@ -107,7 +95,7 @@ def redeem(body: RedemptionIn, background: BackgroundTasks) -> Response:
     return Response(out.model_dump_json(), media_type="application/json")
 
 
-class RevocationIn(BaseModel):
+class RevocationIn(InboundModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     reason: str = Field(default="", max_length=64, description="Shown to the holder by WeChat (e.g. 退款)")
@@ -130,7 +118,7 @@ class RevocationOut(BaseModel):
         409: {"model": ErrorResponse, "description": "The ticket was redeemed or deleted"},
     },
 )
-def revoke(ticket_id: int = Path(ge=1), body: RevocationIn | None = None) -> RevocationOut:
+def revoke(ticket_id: TicketId, body: RevocationIn | None = None) -> RevocationOut:
     """Revoke a ticket: later scans answer ``revoked``; its WeChat code is made unavailable."""
     reason = body.reason if body else ""
     try:
@@ -196,7 +184,7 @@ class EventRedemptionsOut(BaseModel):
     dependencies=[AdminOnly],
     responses={404: {"model": ErrorResponse, "description": "No such event"}},
 )
-def event_redemptions(event_id: int = Path(ge=1)) -> EventRedemptionsOut:
+def event_redemptions(event_id: EventId) -> EventRedemptionsOut:
     """Scans of an event counted by gate and reason, WeChat sync state, and disagreements."""
     try:
         with session_scope() as session:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId
 from cardpipe.runtime import redis_client
 from cardpipe.services.funnel import UnknownEvent, all_event_ids, event_funnel
 
@@ -35,6 +35,9 @@ class FunnelOut(BaseModel):
     claims_per_minute: float
     wechat_counters: dict[str, int]
     quota: QuotaOut
+    config_error: str | None = Field(
+        default=None, description="WeChat refuses the account's configuration: credential work is backing off"
+    )
 
 
 @router.get(
@@ -42,7 +45,7 @@ class FunnelOut(BaseModel):
     response_model=FunnelOut,
     responses={404: {"model": ErrorResponse, "description": "No such event"}},
 )
-def event_stats(event_id: int) -> FunnelOut:
+def event_stats(event_id: EventId) -> FunnelOut:
     try:
         with session_scope() as session:
             return FunnelOut.model_validate(event_funnel(session, redis_client(), event_id), from_attributes=True)

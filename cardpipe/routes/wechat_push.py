@@ -2,12 +2,14 @@
 
 A push is checked (signature; in safe mode also msg_signature and the appid inside the payload),
 stored in the inbox under its dedupe key and answered ``success`` at once; a worker acts on it.
-A push that fails a check is refused with a 4xx and nothing is stored. Oversized bodies are
-refused by the app's body-size middleware before anything reads them.
+A push that fails a check is refused with a 4xx and nothing is stored: a stale timestamp, a
+(timestamp, nonce) replayed with another body and a plain push to a safe-mode account are 403s.
+Oversized bodies are refused by the app's body-size middleware before anything reads them.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, status
@@ -18,6 +20,7 @@ from cardpipe.runtime import redis_client
 from cardpipe.services import pushes
 from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
 from cardpipe.services.readiness import signals
+from cardpipe.settings import get_settings
 from wechat.errors import SignatureError
 from wechat.events import EventParseError
 from workers.events import process_push
@@ -35,7 +38,11 @@ _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed push", **_ERROR},
-    403: {"description": "Signature, msg_signature or safe-mode payload does not check out", **_ERROR},
+    403: {
+        "description": "Signature, msg_signature or safe-mode payload does not check out; timestamp outside the "
+        "window; a plain push to a safe-mode account; a replayed timestamp and nonce with another body",
+        **_ERROR,
+    },
     404: {"description": "Unknown official account", **_ERROR},
     413: {"description": "Body over the size limit", **_ERROR},
 }
@@ -89,8 +96,9 @@ def receive_push(
     """A card event push. Answered `success` as soon as it is stored; redeliveries are no-ops."""
     account = _account(oa_appid)
     query = PushQuery(signature, timestamp, nonce, encrypt_type, msg_signature)
+    settings = get_settings()
     try:
-        event, xml = pushes.open_push(account, query, body)
+        event, xml = pushes.open_push(account, query, body, now=time.time(), max_age_s=settings.push_max_age_s)
     except SignatureError as exc:
         signals.record_refused_push(redis_client(), oa_appid, str(exc))
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
@@ -98,9 +106,14 @@ def receive_push(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except NotAnEvent:
         return PlainTextResponse("success")
-    # One autocommit INSERT: the push is durable when it returns, in one round trip.
-    with get_engine().connect() as connection:
-        inbox_id = pushes.store(connection.execution_options(isolation_level="AUTOCOMMIT"), account, event, xml)
+    # Autocommit INSERTs (the replay guard's pair, then the inbox row): the push is durable when
+    # they return.
+    try:
+        with get_engine().connect() as connection:
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            inbox_id = pushes.store(autocommit, account, query, body, event, xml)
+    except SignatureError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     if inbox_id is not None:
         process_push.send(inbox_id)
     return PlainTextResponse("success")

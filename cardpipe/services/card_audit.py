@@ -13,12 +13,12 @@ VERIFY_OK = "CARD_STATUS_VERIFY_OK"
 VERIFY_FAIL = "CARD_STATUS_VERIFY_FAIL"
 
 
-def record_verdict(session: Session, *, card_id: str, status: str, at: datetime) -> bool:
+def record_verdict(session: Session, *, event_id: int, status: str, at: datetime) -> bool:
     """Set the card's status unless a later verdict is already recorded (a card is audited again
     after an edit, and pushes are redelivered for up to a day). True if an event changed."""
     result = session.execute(
         update(Event)
-        .where(Event.card_id == card_id, or_(Event.card_status_at.is_(None), Event.card_status_at <= at))
+        .where(Event.id == event_id, or_(Event.card_status_at.is_(None), Event.card_status_at <= at))
         .values(card_status=status, card_status_at=at)
         .execution_options(synchronize_session=False)
     )

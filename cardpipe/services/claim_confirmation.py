@@ -42,6 +42,7 @@ class Confirmation(StrEnum):
 class ClientClaim:
     ticket_id: int
     order_id: int
+    event_id: int
     card_id: str
     code: str
 
@@ -73,14 +74,14 @@ def unconfirmed_client_claims(
 
 def still_unconfirmed(session: Session, ticket_id: int) -> ClientClaim | None:
     row = session.execute(
-        select(Ticket.id, Ticket.order_id, Ticket.card_id, Ticket.code).where(
+        select(Ticket.id, Ticket.order_id, Ticket.event_id, Ticket.card_id, Ticket.code).where(
             Ticket.id == ticket_id,
             Ticket.state == TicketState.CLAIMED,
             Ticket.confirmed_by_wechat.is_(False),
             Ticket.code.is_not(None),
         )
     ).one_or_none()
-    return None if row is None else ClientClaim(row.id, row.order_id, row.card_id, row.code)
+    return None if row is None else ClientClaim(row.id, row.order_id, row.event_id, row.card_id, row.code)
 
 
 def look_up(claim: ClientClaim, code_get: Callable[[str, str], CodeInfo]) -> CodeInfo | None:
@@ -100,7 +101,7 @@ def apply(session: Session, claim: ClientClaim, info: CodeInfo | None) -> Confir
         log.warning("ticket %s: the client reported it claimed, but WeChat never gave out its code", claim.ticket_id)
         return Confirmation.NOT_ON_WECHAT
     if info.user_card_status == DELETED_BY_USER:
-        deleted = claims.delete(session, card_id=claim.card_id, code=claim.code)
+        deleted = claims.delete(session, event_id=claim.event_id, code=claim.code)
         return Confirmation.DELETED if deleted else Confirmation.SKIPPED
     outcome = claims.confirm_claim(
         session,

@@ -320,12 +320,13 @@ def record_client_report(session: Session, *, ticket_id: int, card_id: str) -> C
     return ClaimOutcome.DUPLICATE if known is not None else ClaimOutcome.UNMATCHED
 
 
-def delete(session: Session, *, card_id: str, code: str) -> list[int]:
-    """The user deleted the card in WeChat: → deleted. Returns the orders whose ticket moved."""
+def delete(session: Session, *, event_id: int, code: str) -> list[int]:
+    """The user deleted the event's card with ``code`` in WeChat: → deleted. Returns the orders
+    whose ticket moved."""
     now = datetime.now(UTC)
     result = session.execute(
         update(Ticket)
-        .where(Ticket.card_id == card_id, Ticket.code == code, Ticket.state.in_(DELETABLE))
+        .where(Ticket.event_id == event_id, Ticket.code == code, Ticket.state.in_(DELETABLE))
         .values(state=TicketState.DELETED, deleted_at=now, updated_at=now)
         .returning(Ticket.order_id)
         .execution_options(synchronize_session=False)

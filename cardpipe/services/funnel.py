@@ -43,6 +43,8 @@ class EventFunnel:
     claims_per_minute: float
     wechat_counters: dict[str, int]
     quota: QuotaState
+    #: WeChat refuses the account's configuration (credential work is backing off).
+    config_error: str | None = None
     issued: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ def event_funnel(session: Session, redis: Redis, event_id: int, *, now: datetime
         claims_per_minute=round((recent_claims or 0) / (CLAIM_RATE_WINDOW.total_seconds() / 60), 2),
         wechat_counters=counters,
         quota=quota,
+        config_error=account.config_error,
     )
 
 

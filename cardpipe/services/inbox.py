@@ -61,6 +61,17 @@ def take(session: Session, inbox_id: int) -> str | None:
     ).one_or_none()
 
 
+def take_push(session: Session, inbox_id: int) -> tuple[str, int | None] | None:
+    """:func:`take` for a push: its payload and the official account whose URL it arrived at
+    (the only tenant whose tickets it may touch)."""
+    row = session.execute(
+        select(InboxItem.payload, InboxItem.official_account_id)
+        .where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None))
+        .with_for_update(skip_locked=True)
+    ).one_or_none()
+    return None if row is None else (row.payload, row.official_account_id)
+
+
 def mark_processed(session: Session, inbox_id: int, *, note: str | None = None) -> None:
     """Done. ``note`` records why a row was done without effect (unknown ticket, bad code…)."""
     values: dict[str, object] = {"processed_at": datetime.now(UTC), "attempts": InboxItem.attempts + 1}

@@ -207,6 +207,9 @@ def _jsonl_rows(lines: Iterator[str]) -> Iterator[OrderRow | LineError]:
         except ValueError as exc:
             yield LineError(number, f"not JSON: {exc}")
             continue
+        except RecursionError:
+            yield LineError(number, "not an order: JSON nested too deeply")
+            continue
         if not isinstance(data, dict):
             yield LineError(number, "each line must be a JSON object")
             continue

@@ -1,9 +1,14 @@
 """Inbound WeChat pushes to an official account's server URL (protocol page §7): signature and
 safe-mode checks, then the typed event and the dedupe key it is stored under.
 
-Nothing is stored before every check has passed. An account's token and EncodingAESKey are
-cached in-process for a short while: a push must be answered fast, and re-reading (and
-decrypting) them from the database on every push is most of the work otherwise.
+Nothing is stored before every check has passed: the signature; the timestamp's freshness and
+the (timestamp, nonce) replay guard (``push_guard``); for an account in safe mode, an
+``Encrypt`` with a valid ``msg_signature`` (a plain body there is refused: its signature covers
+only token, timestamp and nonce, so a captured query string would carry any body).
+
+An account's token and EncodingAESKey are cached in-process for a short while: a push must be
+answered fast, and re-reading (and decrypting) them from the database on every push is most of
+the work otherwise.
 """
 
 from __future__ import annotations
@@ -14,10 +19,9 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
-from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
-from cardpipe.services import inbox
+from cardpipe.services import inbox, push_guard
 from models import InboxSource, OfficialAccount
 from wechat.crypto import MessageCrypto
 from wechat.errors import SignatureError
@@ -43,6 +47,7 @@ class PushAccount:
     appid: str
     server_token: str = field(repr=False)
     encoding_aes_key: str | None = field(repr=False)
+    safe_mode: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,7 @@ def push_account(appid: str) -> PushAccount:
         row = session.scalars(select(OfficialAccount).where(OfficialAccount.appid == appid)).one_or_none()
         if row is None:
             raise UnknownAccount(f"no official account {appid!r}")
-        account = PushAccount(row.id, row.appid, row.server_token, row.encoding_aes_key)
+        account = PushAccount(row.id, row.appid, row.server_token, row.encoding_aes_key, row.safe_mode)
     with _accounts_lock:
         _accounts[appid] = (time.monotonic() + ACCOUNT_CACHE_TTL_S, account)
     return account
@@ -79,10 +84,16 @@ def verify_signature(account: PushAccount, signature: str, timestamp: str, nonce
         raise SignatureError("signature does not match the server token")
 
 
-def open_push(account: PushAccount, query: PushQuery, body: bytes) -> tuple[CardEvent, str]:
-    """The event of a push and its plain XML. Raises SignatureError (bad signature, bad
-    msg_signature, payload for another appid), EventParseError (malformed) or NotAnEvent."""
+def open_push(
+    account: PushAccount, query: PushQuery, body: bytes, *, now: float, max_age_s: float
+) -> tuple[CardEvent, str]:
+    """The event of a push and its plain XML. Raises SignatureError (bad signature, stale
+    timestamp, plain push to a safe-mode account, bad msg_signature, payload for another appid),
+    EventParseError (malformed) or NotAnEvent."""
     verify_signature(account, query.signature, query.timestamp, query.nonce)
+    push_guard.check_fresh(query.timestamp, now=now, max_age_s=max_age_s)
+    if account.safe_mode and query.encrypt_type != SAFE_MODE:
+        raise SignatureError("this account is in safe mode: only encrypted pushes with msg_signature are accepted")
     if query.encrypt_type == SAFE_MODE:
         if not account.encoding_aes_key:
             raise SignatureError("safe-mode push, but the account has no EncodingAESKey")
@@ -117,8 +128,18 @@ def event_name(event: CardEvent) -> str:
     return event.name if isinstance(event, OtherEvent) else event.event
 
 
-def store(executor: Session | Connection, account: PushAccount, event: CardEvent, xml: str) -> int | None:
-    """The new inbox row's id, or None for a redelivered push."""
+def store(
+    executor: Connection, account: PushAccount, query: PushQuery, body: bytes, event: CardEvent, xml: str
+) -> int | None:
+    """The new inbox row's id, or None for a redelivered push. Raises ``push_guard.ReplayedPush``
+    (storing nothing) if the push's timestamp and nonce came before with another body."""
+    push_guard.check_not_replayed(
+        executor,
+        official_account_id=account.id,
+        timestamp=push_guard.parse_timestamp(query.timestamp),
+        nonce=query.nonce,
+        body=body,
+    )
     return inbox.store(
         executor,
         source=InboxSource.WECHAT,

@@ -333,8 +333,12 @@ def _replay(conn: Connection, stored: Row[Any], scan: Scan) -> Answer:
 # -- WeChat's view: user_consume_card ----------------------------------------------------------
 
 
-def record_wechat_consume(session: Session, *, card_id: str, code: str, consume_source: str, at: datetime) -> None:
-    """A ``user_consume_card`` push (issue 4's event processor calls this; no commit here).
+def record_wechat_consume(
+    session: Session, *, event_id: int, card_id: str, code: str, consume_source: str, at: datetime
+) -> None:
+    """A ``user_consume_card`` push for the event's card ``card_id`` (the events worker calls
+    this once it has checked the card is an event of the account the push arrived for; only that
+    event's tickets are looked at; no commit here).
 
     - Our own consume echoed back (``FROM_API`` while our consume is done or in doubt): it
       confirms the consume.
@@ -347,11 +351,11 @@ def record_wechat_consume(session: Session, *, card_id: str, code: str, consume_
     Safe to call any number of times for the same push.
     """
     conn = session.connection()
-    ticket = conn.execute(_LOCK_BY_CARD, {"code": code, "card_id": card_id}).one_or_none()
+    ticket = conn.execute(_LOCK_BY_EVENT, {"code": code, "event_id": event_id}).one_or_none()
     where = f"consumed in WeChat ({consume_source}) at {at.isoformat()}"
     if ticket is None:
         detail = f"{where}: no ticket of ours has this code"
-        _record_wechat_row(conn, card_id, code, consume_source, None, RedemptionResult.INVALID, at, detail)
+        _record_wechat_row(conn, event_id, card_id, code, consume_source, None, RedemptionResult.INVALID, at, detail)
         return
     entry = session.scalars(
         select(Redemption)
@@ -370,10 +374,10 @@ def record_wechat_consume(session: Session, *, card_id: str, code: str, consume_
         detail = f"{where} before any gate let it in"
         if ticket.state != TicketState.CLAIMED:
             detail += f" (the ticket was still {ticket.state} here)"
-        _record_wechat_row(conn, card_id, code, consume_source, ticket, RedemptionResult.OK, at, detail)
+        _record_wechat_row(conn, event_id, card_id, code, consume_source, ticket, RedemptionResult.OK, at, detail)
         return
     detail = f"{where} although the ticket is {ticket.state} here"
-    _record_wechat_row(conn, card_id, code, consume_source, ticket, result_of(ticket.state), at, detail)
+    _record_wechat_row(conn, event_id, card_id, code, consume_source, ticket, result_of(ticket.state), at, detail)
 
 
 def _reconcile_entry(session: Session, entry: Redemption, consume_source: str, at: datetime, where: str) -> None:
@@ -394,6 +398,7 @@ def _reconcile_entry(session: Session, entry: Redemption, consume_source: str, a
 
 def _record_wechat_row(
     conn: Connection,
+    event_id: int,
     card_id: str,
     code: str,
     consume_source: str,
@@ -402,7 +407,6 @@ def _record_wechat_row(
     at: datetime,
     detail: str,
 ) -> None:
-    event_id = ticket.event_id if ticket is not None else _event_of_card(conn, card_id)
     _record_row(
         conn,
         {
@@ -427,10 +431,6 @@ def _wechat_nonce(card_id: str, code: str) -> str:
     nonces cannot contain ':'."""
     nonce = f"{WECHAT_GATE_PREFIX}{card_id}:{code}"
     return nonce if len(nonce) <= 64 else WECHAT_GATE_PREFIX + hashlib.sha256(nonce.encode()).hexdigest()[:56]
-
-
-def _event_of_card(conn: Connection, card_id: str) -> int | None:
-    return conn.execute(select(Event.id).where(Event.card_id == card_id)).scalar()
 
 
 def mark_consume_disagrees(session: Session, redemption_id: int, detail: str) -> bool:

@@ -32,8 +32,10 @@ def test_a_push_whose_message_was_lost_is_processed_after_the_sweep(
         outer_str=str(ticket.id),
     )
     account = pushes.push_account(launch.world.oa_appid)
+    xml = render_event(event)
+    query = pushes.PushQuery("unused", str(int(time.time())), "sweep-nonce")
     with session_scope() as session:
-        inbox_id = pushes.store(session, account, event, render_event(event))
+        inbox_id = pushes.store(session.connection(), account, query, xml.encode(), event, xml)
     assert inbox_id is not None
     with session_scope() as session:  # received a while ago
         stale = datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S + 1)

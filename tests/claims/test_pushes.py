@@ -193,7 +193,7 @@ def test_messages_that_are_not_events_are_acknowledged_and_not_stored(launch: La
     stored = wechat_rows()
     text = "<xml><ToUserName>gh</ToUserName><FromUserName>o</FromUserName><CreateTime>1</CreateTime>"
     text += "<MsgType>text</MsgType><Content>hello</Content></xml>"
-    params, _ = signed_request(target(launch), CardPassCheck("gh", "o", 1, "p"), "1700000000", "42")
+    params, _ = signed_request(target(launch), CardPassCheck("gh", "o", 1, "p"), str(int(time.time())), "42")
     response = launch.http.post(f"{launch.api}/wechat/{launch.world.oa_appid}/events", params=params, data=text)
     assert (response.status_code, response.text) == (200, "success") and wechat_rows() == stored
 

@@ -80,8 +80,8 @@ def test_deletion_overtaking_the_claim_leaves_the_ticket_deleted(launch: Launch)
     (ticket,) = launch.tickets(buyer)
     with session_scope() as session:
         claims.serve(session, [ticket.id])
-        assert claims.delete(session, card_id=ticket.card_id, code=ticket.code or "") == [buyer.order_id]
-        assert claims.delete(session, card_id=ticket.card_id, code=ticket.code or "") == []
+        assert claims.delete(session, event_id=ticket.event_id, code=ticket.code or "") == [buyer.order_id]
+        assert claims.delete(session, event_id=ticket.event_id, code=ticket.code or "") == []
 
     # When the claim signals arrive late
     assert confirm(ticket, Signal.WECHAT, oa_openid="oa-late") == ClaimOutcome.CONFIRMED

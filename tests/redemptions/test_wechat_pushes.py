@@ -17,7 +17,14 @@ AT = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 
 def push(gate_event: GateEvent, code: str, source: str = "FROM_MP") -> None:
     with session_scope() as session:
-        record_wechat_consume(session, card_id=gate_event.card_id, code=code, consume_source=source, at=AT)
+        record_wechat_consume(
+            session,
+            event_id=gate_event.event_id,
+            card_id=gate_event.card_id,
+            code=code,
+            consume_source=source,
+            at=AT,
+        )
 
 
 def redeem(code: str, gate: str = "north-1", nonce: str = "gate-nonce-1") -> redemptions.Answer:

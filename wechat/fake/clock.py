@@ -23,3 +23,9 @@ class OffsetClock:
         with self._lock:
             self._offset += seconds
         return self.now()
+
+    def reset(self) -> float:
+        """Back to real time (what stamps pushes: a receiver refuses timestamps far from its own)."""
+        with self._lock:
+            self._offset = 0.0
+        return self.now()

@@ -254,6 +254,10 @@ def control_router(parts: FakeParts) -> APIRouter:
     def advance(body: AdvanceIn) -> dict[str, float]:
         return {"now": platform.clock.advance(body.seconds)}
 
+    @router.post("/clock/reset")
+    def reset_clock() -> dict[str, float]:
+        return {"now": platform.clock.reset()}
+
     @router.post("/faults/errcode")
     def fault_errcode(body: ErrcodeFaultIn) -> dict[str, int]:
         rule = faults.add_errcode(body.endpoint, body.errcode, rate=body.rate, count=body.count, appid=body.appid)

@@ -164,6 +164,9 @@ class FakeWeChatControl:
     def advance_clock(self, seconds: float) -> float:
         return float(self._call("POST", "/clock/advance", {"seconds": seconds})["now"])
 
+    def reset_clock(self) -> float:
+        return float(self._call("POST", "/clock/reset")["now"])
+
     # --- faults -----------------------------------------------------------------------------
 
     def inject_errcode(

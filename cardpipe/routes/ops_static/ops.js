@@ -54,6 +54,11 @@
     return tr;
   }
 
+  function wechatState(e) {
+    if (e.config_error) return `${t("config_error")}: ${e.config_error}`;
+    return e.quota.blocked ? `${t("quota_blocked")}: ${e.quota.reason}` : t("quota_ok");
+  }
+
   function eventRow(e) {
     const tr = document.createElement("tr");
     tr.dataset.event = e.event_id;
@@ -65,8 +70,7 @@
       tr.append(cell(s[state] ?? 0, { "data-field": state }));
     }
     tr.append(cell(e.claims_per_minute),
-      cell(e.quota.blocked ? `${t("quota_blocked")}: ${e.quota.reason}` : t("quota_ok"),
-        { class: e.quota.blocked ? "bad text" : "text" }));
+      cell(wechatState(e), { class: e.config_error || e.quota.blocked ? "bad text" : "text" }));
     return tr;
   }
 
