@@ -6,7 +6,18 @@ import gc
 
 from fastapi import FastAPI
 
-from cardpipe.routes import account_status, accounts, client, events, ops, redemptions, stats, wechat_push
+from cardpipe.routes import (
+    account_status,
+    accounts,
+    checkin,
+    client,
+    events,
+    gate,
+    ops,
+    redemptions,
+    stats,
+    wechat_push,
+)
 from cardpipe.routes.claim_poll import ClaimPollFastPath
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.settings import get_settings
@@ -28,6 +39,9 @@ def create_app() -> FastAPI:
     app.include_router(client.router)
     app.include_router(wechat_push.router)
     app.include_router(events.router)
+    app.include_router(checkin.router)
+    app.include_router(gate.router)
+    app.include_router(gate.page_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -37,7 +51,10 @@ def create_app() -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
-        path_limits=[(events.IMPORT_PATH_PATTERN, settings.max_import_bytes)],
+        path_limits=[
+            (events.IMPORT_PATH_PATTERN, settings.max_import_bytes),
+            (gate.SCANS_PATH_PATTERN, gate.SCANS_MAX_BYTES),
+        ],
     )
     app.add_middleware(ClaimPollFastPath)
     return app

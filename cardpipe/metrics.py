@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardpipe.credentials import stats_key
+from cardpipe.services.checkin.occupancy import inside_everywhere, scan_totals
 from cardpipe.services.queues import QueueMonitor
 from models import InboxItem, OfficialAccount, Ticket
 from workers.middleware import ACTOR_METRICS_KEY
@@ -36,6 +37,7 @@ class CardpipeCollector(Collector):
         with self._sessions() as session:
             yield from self._tickets(session)
             yield from self._inbox(session)
+            yield from self._venue(session)
             appids = list(session.scalars(select(OfficialAccount.appid)))
         yield from self._wechat(appids)
 
@@ -86,6 +88,24 @@ class CardpipeCollector(Collector):
         yield GaugeMetricFamily("cardpipe_inbox_unprocessed", "inbound callbacks not processed yet", value=backlog)
         lag = time.time() - oldest.timestamp() if oldest else 0.0
         yield GaugeMetricFamily("cardpipe_inbox_lag_seconds", "age of the oldest unprocessed callback", value=lag)
+
+    def _venue(self, session: Session) -> Iterator[Metric]:
+        inside = GaugeMetricFamily(
+            "cardpipe_inside_now",
+            'tickets inside now, per check-in list and per event (list=""; each ticket once)',
+            labels=["event_id", "list"],
+        )
+        for gauge in inside_everywhere(session):
+            inside.add_metric([str(gauge.event_id), gauge.list_name or ""], gauge.inside_now)
+        yield inside
+        scans = GaugeMetricFamily(
+            "cardpipe_gate_scans",
+            "gate scans per list, direction and result",
+            labels=["list_id", "direction", "result"],
+        )
+        for list_id, direction, result, count in scan_totals(session):
+            scans.add_metric([str(list_id), direction, result], count)
+        yield scans
 
     def _wechat(self, appids: list[str]) -> Iterator[Metric]:
         events = CounterMetricFamily(

@@ -58,5 +58,7 @@ class Event(Base):
     tickets_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     orders_complete: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tickets_issued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: IANA time zone of the venue: "per day" limits count days here.
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai", server_default="Asia/Shanghai")
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
