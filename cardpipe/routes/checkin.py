@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse
-from cardpipe.services.checkin import gates, lists, occupancy, offline_sync
+from cardpipe.services import redemptions
+from cardpipe.services.checkin import end_of_event, gates, lists, occupancy, offline_sync
 from models import CheckinList, ListPolicy
+from workers.redemptions import consume_redeemed_code
 
 router = APIRouter(prefix="/v1/admin/events", tags=["venue"], dependencies=[AdminOnly], responses=ERRORS)
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such event, list or gate"}}
@@ -201,3 +203,23 @@ def checkin_conflicts(event_id: int = Path(ge=1, le=2**63 - 1)) -> list[Conflict
     is kept as what happened at the door; these are for the venue to look at."""
     with session_scope() as session:
         return [ConflictOut(**asdict(c)) for c in offline_sync.conflicts(session, event_id)]
+
+
+class EndConsumeOut(BaseModel):
+    consumes_queued: int = Field(description="Tickets of the list that entered and now have their card consumed")
+
+
+@router.post("/{event_id}/checkin-lists/{list_id}/consume-at-end", response_model=EndConsumeOut, responses=REFUSED)
+def consume_at_end(
+    background: BackgroundTasks, event_id: int = Path(ge=1, le=2**63 - 1), list_id: int = Path(ge=1, le=2**63 - 1)
+) -> EndConsumeOut:
+    """The event is over: consume the WeChat card of every ticket that entered through this
+    multi-entry list (``consume_at_end`` lists only; running it again changes nothing)."""
+    try:
+        with session_scope() as session:
+            queued = end_of_event.consume_entered_tickets(session, event_id, list_id)
+    except (lists.UnknownList, lists.ListError) as exc:
+        raise _refused(exc) from exc
+    for redemption_id in queued:
+        background.add_task(redemptions.queue_quietly, consume_redeemed_code.send, redemption_id)
+    return EndConsumeOut(consumes_queued=len(queued))

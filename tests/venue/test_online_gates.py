@@ -195,3 +195,25 @@ def test_list_settings_are_checked(client: TestClient, gate_event: GateEvent) ->
     assert client.post(base, json={"name": "x", "capacity": 0}, headers=ADMIN).status_code == 422
     assert client.post(base, json={"name": "x", "consume_at_end": True}, headers=ADMIN).status_code == 409
     assert client.post("/v1/admin/events/999999/checkin-lists", json={"name": "x"}, headers=ADMIN).status_code == 404
+
+
+def test_a_multi_list_can_consume_its_cards_when_the_event_ends(client: TestClient, gate_event: GateEvent) -> None:
+    hall = make_list(client, gate_event.event_id, name="hall", policy="multi", consume_at_end=True)
+    plain = make_list(client, gate_event.event_id, name="plain", policy="multi")
+    gate = make_gate(client, gate_event.event_id, hall["id"], "door")
+    entered, never = gate_event.tickets(2)
+    scan_as(client, gate, entered.code)
+    scan_as(client, gate, entered.code)
+    url = f"/v1/admin/events/{gate_event.event_id}/checkin-lists/{hall['id']}/consume-at-end"
+
+    first = client.post(url, headers=ADMIN).json()
+    again = client.post(url, headers=ADMIN).json()
+
+    assert (first["consumes_queued"], again["consumes_queued"]) == (1, 0)
+    assert ticket_state(entered.id) == TicketState.REDEEMED and ticket_state(never.id) == TicketState.CLAIMED
+    assert [r.consume_sync for r in redemption_rows() if r.gate == "end-of-event"] == [ConsumeSync.PENDING]
+    assert occupancy(client, gate_event.event_id)["entries"] == 2
+    refused = client.post(
+        f"/v1/admin/events/{gate_event.event_id}/checkin-lists/{plain['id']}/consume-at-end", headers=ADMIN
+    )
+    assert refused.status_code == 409
