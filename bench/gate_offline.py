@@ -2,8 +2,9 @@
 decided offline.
 
 Seeds one event with ``--tickets`` claimed tickets and a gate of a single-use list in a scratch
-PostgreSQL database, then, through the real app (in-process ASGI client, so the figures include
-routing, validation and JSON):
+PostgreSQL database, then, through the real app under uvicorn (so the figures include routing,
+validation and JSON; the WeChat consumes an upload queues are sent after its answer, as in
+production):
 
 1. **snapshot**: ``GET /v1/gate/snapshot``: its size on the wire and the time to build it;
    baseline: the bare query reading every ticket's code and state (the floor under any snapshot);
@@ -14,7 +15,10 @@ routing, validation and JSON):
 
 Usage::
 
-    .venv/bin/python bench/gate_offline.py [--tickets 100000] [--scans 10000]
+    .venv/bin/python bench/gate_offline.py [--tickets 100000] [--scans 10000] [--policy single|multi]
+
+With ``single`` (the default) every merged entry consumes its ticket and queues its WeChat
+consume; ``multi`` merges the same entries into a multi-entry list (no consumes).
 
 ``BENCH_PG_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) is the
 server the scratch database is created on; ``BENCH_REDIS_URL`` (default
@@ -35,6 +39,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from redeem import _free_port, _start_server
 from scratch_db import drop_database, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +48,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 BATCH = 2000
 
 
-def _seed(tickets: int) -> tuple[int, str, list[str]]:
+def _seed(tickets: int, policy: str) -> tuple[int, str, list[str]]:
     """One event with claimed tickets and a gate of a single-use list: (event id, gate token, codes)."""
     from sqlalchemy import insert
 
@@ -51,7 +56,7 @@ def _seed(tickets: int) -> tuple[int, str, list[str]]:
     from cardpipe.services import accounts
     from cardpipe.services.checkin import gates, lists
     from cardpipe.services.codes import new_codes
-    from models import Event, Order, Ticket, TicketState
+    from models import Event, ListPolicy, Order, Ticket, TicketState
     from models.event import UNAMBIGUOUS_ALPHABET
 
     tag = uuid.uuid4().hex[:10]
@@ -69,7 +74,7 @@ def _seed(tickets: int) -> tuple[int, str, list[str]]:
         session.flush()
         common = {"event_id": event.id, "order_id": order.id, "card_id": event.card_id, "state": TicketState.CLAIMED}
         session.execute(insert(Ticket), [{**common, "seq": n, "code": c} for n, c in enumerate(codes, start=1)])
-        main = lists.create_list(session, event.id, lists.ListSettings("main"))
+        main = lists.create_list(session, event.id, lists.ListSettings("main", policy=ListPolicy(policy)))
         token = gates.add_gate(session, event.id, main.id, "offline-gate").token
         return event.id, token, codes
 
@@ -87,19 +92,17 @@ def main(args: argparse.Namespace) -> None:
     admin_url = os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL)
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
     database_url = scratch_database(admin_url, "cardpipe_bench_gate")
-    os.environ.update(
-        {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "CARDPIPE_SECRET_KEYS": Fernet.generate_key().decode(),
-            "CARDPIPE_DATA_DIR": tempfile.mkdtemp(prefix="cardpipe-bench-"),
-        }
-    )
+    env_values = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CARDPIPE_SECRET_KEYS": Fernet.generate_key().decode(),
+        "CARDPIPE_DATA_DIR": tempfile.mkdtemp(prefix="cardpipe-bench-"),
+    }
+    os.environ.update(env_values)
     sys.path.insert(0, str(ROOT))
-    from fastapi.testclient import TestClient
+    import requests
     from sqlalchemy import insert, select
 
-    from api import create_app
     from cardpipe.db import reset, session_scope
     from cardpipe.migrate import upgrade
     from models import Redemption, Ticket
@@ -107,12 +110,15 @@ def main(args: argparse.Namespace) -> None:
     upgrade(database_url)
     queue = redis.Redis.from_url(redis_url)
     queue.flushdb()
+    server = None
     try:
-        (event_id, token, codes), seeded_s = _timed(lambda: _seed(args.tickets))
+        (event_id, token, codes), seeded_s = _timed(lambda: _seed(args.tickets, args.policy))
         print(f"seeded {len(codes)} claimed tickets in {seeded_s:.1f}s")
         headers = {"Authorization": f"Bearer {token}"}
-        with TestClient(create_app()) as client:
-            client.get("/healthz")
+        port = _free_port()
+        server = _start_server(port, 1, {**os.environ, **env_values})
+        base = f"http://127.0.0.1:{port}"
+        with requests.Session() as client:
 
             def read_all() -> int:
                 with session_scope() as session:
@@ -121,7 +127,7 @@ def main(args: argparse.Namespace) -> None:
                     )
 
             _, baseline_s = _timed(read_all)
-            response, snapshot_s = _timed(lambda: client.get("/v1/gate/snapshot", headers=headers))
+            response, snapshot_s = _timed(lambda: client.get(f"{base}/v1/gate/snapshot", headers=headers))
             assert response.status_code == 200, response.text
             size = len(response.content)
             print(
@@ -145,7 +151,7 @@ def main(args: argparse.Namespace) -> None:
                 recorded = duplicates = 0
                 for start in range(0, len(scans), BATCH):
                     answer = client.post(
-                        "/v1/gate/scans", json={"scans": scans[start : start + BATCH]}, headers=headers
+                        f"{base}/v1/gate/scans", json={"scans": scans[start : start + BATCH]}, headers=headers
                     )
                     assert answer.status_code == 200, answer.text
                     recorded += answer.json()["recorded"]
@@ -179,7 +185,8 @@ def main(args: argparse.Namespace) -> None:
                 f"(baseline, inserting {len(scans)} rows at once: {floor_s:.2f}s; ratio {sync_s / floor_s:.1f}x); "
                 f"the same upload again (all duplicates): {resync_s:.2f}s"
             )
-            print(f"consume messages queued for WeChat: {queue.llen('dramatiq:wechat')}")
+            time.sleep(2)
+            print(f"consume messages queued for WeChat (after the answers): {queue.llen('dramatiq:wechat')}")
         figures = {
             "snapshot_bytes": size,
             "snapshot_s": round(snapshot_s, 3),
@@ -187,8 +194,12 @@ def main(args: argparse.Namespace) -> None:
             "sync_s": round(sync_s, 3),
             "sync_baseline_s": round(floor_s, 3),
             "resync_s": round(resync_s, 3),
+            "policy": args.policy,
         }
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=15)
         reset()
         drop_database(admin_url, database_url)
         queue.flushdb()
@@ -199,6 +210,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--scans", type=int, default=10_000)
+    parser.add_argument("--policy", choices=("single", "multi"), default="single")
     return parser.parse_args()
 
 

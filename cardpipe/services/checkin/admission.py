@@ -141,7 +141,8 @@ def history_of(conn: Connection, ticket_id: int, list_id: int) -> rules.History:
 
 
 @cache
-def _upsert_statement(dialect: str) -> Any:
+def upsert_statement(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (ticket_id, list_id) DO UPDATE of presence rows (one or many)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(_presence)
     changing = ("inside", "entries", "day", "day_entries", "last_scan_at", "updated_at")
@@ -150,30 +151,20 @@ def _upsert_statement(dialect: str) -> Any:
     )
 
 
-def save_history(
-    conn: Connection,
-    *,
-    ticket_id: int,
-    list_id: int,
-    event_id: int,
-    history: rules.History,
-    at: datetime,
-    now: datetime,
-) -> None:
-    conn.execute(
-        _upsert_statement(conn.dialect.name),
-        {
-            "ticket_id": ticket_id,
-            "list_id": list_id,
-            "event_id": event_id,
-            "inside": history.inside,
-            "entries": history.entries,
-            "day": history.day,
-            "day_entries": history.day_entries,
-            "last_scan_at": at,
-            "updated_at": now,
-        },
-    )
+def presence_row(
+    *, ticket_id: int, list_id: int, event_id: int, history: rules.History, at: datetime, now: datetime
+) -> dict[str, Any]:
+    return {
+        "ticket_id": ticket_id,
+        "list_id": list_id,
+        "event_id": event_id,
+        "inside": history.inside,
+        "entries": history.entries,
+        "day": history.day,
+        "day_entries": history.day_entries,
+        "last_scan_at": at,
+        "updated_at": now,
+    }
 
 
 def move_inside(conn: Connection, list_id: int, change: int) -> None:
@@ -200,9 +191,10 @@ def admit(
         result = rules.decide(view.rules, state, history, direction, now, inside_now=inside_now)
     if result == RedemptionResult.OK:
         new = rules.after(view.rules, history, direction, now)
-        save_history(
-            conn, ticket_id=ticket.id, list_id=view.list_id, event_id=ticket.event_id, history=new, at=now, now=now
+        row = presence_row(
+            ticket_id=ticket.id, list_id=view.list_id, event_id=ticket.event_id, history=new, at=now, now=now
         )
+        conn.execute(upsert_statement(conn.dialect.name), row)
         if view.rules.capacity is not None:
             move_inside(conn, view.list_id, rules.inside_change(history, new))
     return Admission(result, view.list_id, view.single_use, direction)

@@ -15,8 +15,8 @@ Invariants:
   doors (``scanned_at``), each decided again by :func:`rules.decide` on the server's view; an
   admission the server would have refused keeps the server's reason in ``conflict`` (e.g. the same
   single-use ticket let in by two offline gates: both entries stay, the later one is the conflict).
-- **Set-based.** One batch costs a handful of statements (lock, nonce check, presence read, one
-  multi-row insert, upsert and update each), not a round trip per scan.
+- **Set-based.** One batch costs a handful of statements (lock, nonce check, presence read, and
+  one pipelined insert, upsert and update each), not a round trip per scan.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe.services.checkin import rules
-from cardpipe.services.checkin.admission import ListView, list_for_scan, move_inside, save_history
+from cardpipe.services.checkin.admission import ListView, list_for_scan, move_inside, presence_row, upsert_statement
 from cardpipe.services.checkin.gates import GateIdentity
 from models import CheckinList, ConsumeSync, Direction, Presence, Redemption, RedemptionResult, Ticket, TicketState
 
@@ -116,10 +116,6 @@ def merge(
     if rows:
         recorded = _insert(session, rows)
         for nonce, conflict in outcomes.items():
-            if nonce not in recorded:
-                report.duplicates += 1
-                report.outcomes.append(ScanOutcome(nonce, "duplicate"))
-                continue
             report.recorded += 1
             report.conflicts += conflict is not None
             report.outcomes.append(ScanOutcome(nonce, "recorded", conflict))
@@ -252,36 +248,43 @@ def _row(
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[str, int | None]:
-    """Insert the batch's rows; nonce → redemption id to consume (None: nothing to consume).
-    A nonce missing from the answer was recorded concurrently (a code with no ticket, unlocked)."""
+    """Insert the batch's rows (one pipelined executemany); nonce → redemption id to consume
+    (None: nothing to consume). A nonce recorded meanwhile by a concurrent upload (only a code
+    with no ticket can race: the others are locked) is left as it was."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert(Redemption.__table__)
-        .on_conflict_do_nothing(index_elements=["nonce"])
-        .returning(Redemption.__table__.c.nonce, Redemption.__table__.c.id, Redemption.__table__.c.consume_sync)
-    )
-    recorded: dict[str, int | None] = {}
-    for row in session.execute(statement, rows):
-        recorded[row.nonce] = row.id if row.consume_sync == ConsumeSync.PENDING else None
+    table = Redemption.__table__
+    session.execute(insert(table).on_conflict_do_nothing(index_elements=["nonce"]), rows)
+    recorded: dict[str, int | None] = {row["nonce"]: None for row in rows}
+    consuming = [row["nonce"] for row in rows if row["consume_sync"] == ConsumeSync.PENDING]
+    if consuming:
+        found = session.execute(
+            select(table.c.nonce, table.c.id).where(
+                table.c.nonce.in_(consuming), table.c.consume_sync == ConsumeSync.PENDING
+            )
+        )
+        recorded.update({nonce: row_id for nonce, row_id in found})
     return recorded
 
 
 def _write_tickets(
     session: Session, gate: GateIdentity, list_id: int, tickets: dict[str, _TicketView], now: datetime
 ) -> None:
+    """One multi-row upsert of the histories, one batched update of the consumed tickets."""
     conn = session.connection()
-    for ticket in tickets.values():
-        if not ticket.touched:
-            continue
-        save_history(
-            conn,
-            ticket_id=ticket.id,
+    histories = [
+        presence_row(
+            ticket_id=t.id,
             list_id=list_id,
             event_id=gate.event_id,
-            history=ticket.history,
-            at=ticket.last_scan_at or now,
+            history=t.history,
+            at=t.last_scan_at or now,
             now=now,
         )
+        for t in tickets.values()
+        if t.touched
+    ]
+    if histories:
+        conn.execute(upsert_statement(conn.dialect.name), histories)
     redeemed = [{"ticket_id": t.id, "at": t.redeemed_at} for t in tickets.values() if t.redeemed_at is not None]
     if redeemed:
         session.execute(
