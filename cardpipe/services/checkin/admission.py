@@ -38,7 +38,7 @@ _gates = Gate.__table__
 _presence = Presence.__table__
 _tickets = Ticket.__table__
 
-_LIST_COLUMNS = select(
+_LIST_COLUMN_LIST = (
     _lists.c.id,
     _lists.c.event_id,
     _lists.c.policy,
@@ -49,26 +49,27 @@ _LIST_COLUMNS = select(
     _lists.c.window_end,
     _lists.c.capacity,
     _events.c.timezone,
-).join(_events, _events.c.id == _lists.c.event_id)
-_LIST_BY_ID = _LIST_COLUMNS.where(_lists.c.id == bindparam("list_id"))
+)
+_LIST_COLUMNS = select(*_LIST_COLUMN_LIST).join(_events, _events.c.id == _lists.c.event_id)
+#: The same, with the scanned ticket's history on the list (one round trip on the gate's path).
+_SCAN_COLUMNS = (
+    select(*_LIST_COLUMN_LIST, _presence.c.entries, _presence.c.day, _presence.c.day_entries, _presence.c.inside)
+    .join(_events, _events.c.id == _lists.c.event_id)
+    .outerjoin(_presence, (_presence.c.list_id == _lists.c.id) & (_presence.c.ticket_id == bindparam("ticket_id")))
+)
 #: The list a gate name picks in an event, else the event's default (non-default sorts first).
-_LIST_FOR_GATE = (
-    _LIST_COLUMNS.where(
-        _lists.c.event_id == bindparam("event_id"),
-        _lists.c.is_default
-        | _lists.c.id.in_(
-            select(_gates.c.list_id).where(
-                _gates.c.event_id == bindparam("event_id"), _gates.c.name == bindparam("gate")
-            )
-        ),
-    )
-    .order_by(_lists.c.is_default)
-    .limit(1)
+_GATES_LIST = (
+    _lists.c.event_id == bindparam("event_id"),
+    _lists.c.is_default
+    | _lists.c.id.in_(
+        select(_gates.c.list_id).where(_gates.c.event_id == bindparam("event_id"), _gates.c.name == bindparam("gate"))
+    ),
 )
+_LIST_BY_ID = _LIST_COLUMNS.where(_lists.c.id == bindparam("list_id"))
+_LIST_FOR_GATE = _LIST_COLUMNS.where(*_GATES_LIST).order_by(_lists.c.is_default).limit(1)
+_SCAN_BY_LIST_ID = _SCAN_COLUMNS.where(_lists.c.id == bindparam("list_id"))
+_SCAN_FOR_GATE = _SCAN_COLUMNS.where(*_GATES_LIST).order_by(_lists.c.is_default).limit(1)
 _LOCK_LIST = select(_lists.c.inside_now).where(_lists.c.id == bindparam("list_id")).with_for_update()
-_HISTORY = select(_presence.c.entries, _presence.c.day, _presence.c.day_entries, _presence.c.inside).where(
-    _presence.c.ticket_id == bindparam("ticket_id"), _presence.c.list_id == bindparam("list_id")
-)
 _TICKET_STATE = select(_tickets.c.state).where(_tickets.c.id == bindparam("ticket_id"))
 _REDEEM = (
     update(_tickets)
@@ -133,11 +134,21 @@ def list_for_scan(session: Session, *, event_id: int, list_id: int | None, gate:
     return _view(row)
 
 
-def history_of(conn: Connection, ticket_id: int, list_id: int) -> rules.History:
-    row = conn.execute(_HISTORY, {"ticket_id": ticket_id, "list_id": list_id}).one_or_none()
+def _scan_view(session: Session, ticket: Row[Any], *, list_id: int | None, gate: str) -> tuple[ListView, rules.History]:
+    """The deciding list (as :func:`list_for_scan` finds it) and the ticket's history on it."""
+    conn = session.connection()
+    params = {"ticket_id": ticket.id, "event_id": ticket.event_id, "gate": gate, "list_id": list_id}
+    statement = _SCAN_BY_LIST_ID if list_id is not None else _SCAN_FOR_GATE
+    row = conn.execute(statement, params).one_or_none()
+    if row is None and list_id is None:
+        default_list(session, ticket.event_id)
+        row = conn.execute(statement, params).one()
     if row is None:
-        return rules.History()
-    return rules.History(entries=row.entries, day=row.day, day_entries=row.day_entries, inside=bool(row.inside))
+        raise LookupError(f"no check-in list {list_id}")
+    history = rules.History()
+    if row.entries is not None:
+        history = rules.History(entries=row.entries, day=row.day, day_entries=row.day_entries, inside=bool(row.inside))
+    return _view(row), history
 
 
 @cache
@@ -177,11 +188,10 @@ def admit(
 ) -> Admission:
     """Decide a scan of ``ticket`` (already locked) and apply it if admitted (no commit)."""
     conn = session.connection()
-    view = list_for_scan(session, event_id=ticket.event_id, list_id=list_id, gate=gate)
+    view, history = _scan_view(session, ticket, list_id=list_id, gate=gate)
     inside_now = None
     if view.rules.capacity is not None:
         inside_now = conn.execute(_LOCK_LIST, {"list_id": view.list_id}).scalar_one()
-    history = history_of(conn, ticket.id, view.list_id)
     state = ticket.state
     result = rules.decide(view.rules, state, history, direction, now, inside_now=inside_now)
     consumes = result == RedemptionResult.OK and view.single_use and direction == Direction.ENTRY
