@@ -18,7 +18,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cardpipe.services.checkin.rules import Rules
 from models import CheckinList, Event, ListPolicy, Presence
 
 DEFAULT_LIST_NAME = "default"
@@ -53,19 +52,6 @@ class ListSettings:
                 raise ListError(f"{name} must be at least 1 (or absent for no limit)")
         if self.consume_at_end and self.policy != ListPolicy.MULTI:
             raise ListError("consume_at_end applies to multi lists (single lists consume at entry)")
-
-
-def rules_of(checkin_list: CheckinList, timezone: str) -> Rules:
-    return Rules(
-        policy=ListPolicy(checkin_list.policy),
-        max_entries=checkin_list.max_entries,
-        max_per_day=checkin_list.max_per_day,
-        entry_after_exit_only=checkin_list.entry_after_exit_only,
-        window_start=checkin_list.window_start,
-        window_end=checkin_list.window_end,
-        capacity=checkin_list.capacity,
-        timezone=timezone,
-    )
 
 
 def _event(session: Session, event_id: int) -> Event:
