@@ -114,21 +114,21 @@
   }
 
   function localView(hash) {
-    let history = serverHistory(hash);
+    // Pending scans folded over their own tickets' histories: a re-entry without exit is not
+    // one more inside.
+    const histories = {};
     let state = STATE_OF_CHAR[snap.states[hash]];
     let insideNow = snap.inside_now;
     for (const scan of pending) {
       if (scan.result !== "ok") continue;
-      if (scan.hash === hash) {
-        const before = history;
-        history = CardpipeRules.after(snap.list, history, scan.direction, new Date(scan.scanned_at));
-        insideNow += Number(history.inside) - Number(before.inside);
-        if ((snap.list.policy || "single") === "single" && scan.direction === "entry") state = "redeemed";
-      } else {
-        insideNow += scan.direction === "entry" ? 1 : -1;
+      const before = histories[scan.hash] || serverHistory(scan.hash);
+      histories[scan.hash] = CardpipeRules.after(snap.list, before, scan.direction, new Date(scan.scanned_at));
+      insideNow += Number(histories[scan.hash].inside) - Number(before.inside);
+      if (scan.hash === hash && (snap.list.policy || "single") === "single" && scan.direction === "entry") {
+        state = "redeemed";
       }
     }
-    return { state, history, insideNow: Math.max(insideNow, 0) };
+    return { state, history: histories[hash] || serverHistory(hash), insideNow: Math.max(insideNow, 0) };
   }
 
   async function rememberServerScan(code, direction) {

@@ -76,25 +76,27 @@ def rules_of(state: dict[str, Any]) -> rules.Rules:
     )
 
 
-def _view(state: dict[str, Any], hashed: str, list_rules: rules.Rules) -> tuple[str, rules.History, int]:
-    """The ticket's state and history, and inside-now, with the pending scans folded in."""
+def _server_history(state: dict[str, Any], hashed: str) -> rules.History:
     raw = state["history"].get(hashed)
-    history = rules.History(*raw) if raw else rules.History()
+    return rules.History(*raw) if raw else rules.History()
+
+
+def _view(state: dict[str, Any], hashed: str, list_rules: rules.Rules) -> tuple[str, rules.History, int]:
+    """The ticket's state and history, and inside-now, with the pending scans folded in (each
+    over its own ticket's history, so a re-entry without exit does not count twice)."""
+    histories: dict[str, rules.History] = {}
     ticket_state = _STATE_OF_CHAR[state["states"][hashed]]
     inside_now = state["inside_now"]
     for scan in state["pending"]:
         if scan["result"] != RedemptionResult.OK:
             continue
-        at = datetime.fromisoformat(scan["scanned_at"])
         direction = Direction(scan["direction"])
-        if scan["hash"] == hashed:
-            before = history
-            history = rules.after(list_rules, history, direction, at)
-            inside_now += rules.inside_change(before, history)
-            if list_rules.policy == ListPolicy.SINGLE and direction == Direction.ENTRY:
-                ticket_state = TicketState.REDEEMED
-        else:
-            inside_now += 1 if direction == Direction.ENTRY else -1
+        before = histories.get(scan["hash"]) or _server_history(state, scan["hash"])
+        histories[scan["hash"]] = rules.after(list_rules, before, direction, datetime.fromisoformat(scan["scanned_at"]))
+        inside_now += rules.inside_change(before, histories[scan["hash"]])
+        if scan["hash"] == hashed and list_rules.policy == ListPolicy.SINGLE and direction == Direction.ENTRY:
+            ticket_state = TicketState.REDEEMED
+    history = histories.get(hashed) or _server_history(state, hashed)
     return ticket_state, history, max(inside_now, 0)
 
 
