@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import datetime
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
@@ -40,10 +40,14 @@ class ListIn(BaseModel):
     window_end: datetime | None = Field(default=None, description="No entry after (timezone required)")
     capacity: int | None = Field(default=None, ge=1, le=10_000_000, description="Most people inside through it")
 
+    @field_validator("window_start", "window_end")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("window times need a timezone")
+        return value
+
     def settings(self) -> lists.ListSettings:
-        for value in (self.window_start, self.window_end):
-            if value is not None and value.tzinfo is None:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "window times need a timezone")
         return lists.ListSettings(**self.model_dump())
 
 

@@ -217,3 +217,9 @@ def test_a_multi_list_can_consume_its_cards_when_the_event_ends(client: TestClie
         f"/v1/admin/events/{gate_event.event_id}/checkin-lists/{plain['id']}/consume-at-end", headers=ADMIN
     )
     assert refused.status_code == 409
+
+
+def test_window_times_need_a_timezone(client: TestClient, gate_event: GateEvent) -> None:
+    base = f"/v1/admin/events/{gate_event.event_id}/checkin-lists"
+    response = client.post(base, json={"name": "x", "window_start": "2026-08-01T10:00:00"}, headers=ADMIN)
+    assert response.status_code == 422 and "timezone" in response.text
