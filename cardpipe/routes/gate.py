@@ -111,3 +111,13 @@ def gate_asset(name: str) -> FileResponse:
     if name not in media:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such asset")
     return FileResponse(_PAGE_DIR / name, media_type=media[name])
+
+
+@page_router.get("/gate/sw.js", include_in_schema=False)
+def gate_service_worker() -> FileResponse:
+    """Keeps the page's files for a browser reopened offline; allowed to control ``/gate``."""
+    return FileResponse(
+        _PAGE_DIR / "sw.js",
+        media_type="text/javascript",
+        headers={"Service-Worker-Allowed": "/gate", "Cache-Control": "no-cache"},
+    )

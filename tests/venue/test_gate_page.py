@@ -1,5 +1,6 @@
 """The gate page in a real headless Chromium: scans online, keeps deciding when the api is
-stopped mid-test (same rules, from its snapshot), and uploads its scans when the api is back."""
+stopped mid-test (same rules, from its snapshot), reopens while it is away, and uploads its scans
+when the api is back."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ def test_the_gate_page_keeps_working_offline_and_syncs_when_the_api_is_back(
                 VECTORS,
             )
             assert answers == [v["expect"] for v in VECTORS]
+            assert page.evaluate("navigator.serviceWorker.ready.then(() => true)")
 
         # The api is gone: the page decides alone.
         scan(a.code)
@@ -93,6 +95,10 @@ def test_the_gate_page_keeps_working_offline_and_syncs_when_the_api_is_back(
         expect(result).to_have_attribute("data-result", "ok")
         scan(a.code, "exit")
         expect(result).to_have_attribute("data-result", "ok")
+        # The browser reopens the page while the api is still away: it comes from the service
+        # worker's cache, with the snapshot and the kept scans.
+        page.reload()
+        expect(page.locator("#pending")).to_have_text("3")
         scan("NOSUCHCODE")
         expect(result).to_have_attribute("data-result", "invalid")
         expect(page.locator("#pending")).to_have_text("4")

@@ -268,5 +268,10 @@
     window.location.reload();
   });
 
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/gate/sw.js", { scope: "/gate" }).catch(() => {
+      // Without it the page still works; it only cannot be reopened while the api is away.
+    });
+  }
   loadKey().then(() => { if (token) start(); });
 })();
