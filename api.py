@@ -11,9 +11,11 @@ from fastapi.staticfiles import StaticFiles
 from cardpipe.routes import (
     account_status,
     accounts,
+    checkin,
     client,
     docs,
     events,
+    gate,
     ops,
     ops_history,
     readiness,
@@ -52,6 +54,9 @@ def create_app() -> FastAPI:
     app.include_router(wechat_push.router)
     app.include_router(events.router)
     app.include_router(readiness.router)
+    app.include_router(checkin.router)
+    app.include_router(gate.router)
+    app.include_router(gate.page_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -61,7 +66,10 @@ def create_app() -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
-        path_limits=[(events.IMPORT_PATH_PATTERN, settings.max_import_bytes)],
+        path_limits=[
+            (events.IMPORT_PATH_PATTERN, settings.max_import_bytes),
+            (gate.SCANS_PATH_PATTERN, gate.SCANS_MAX_BYTES),
+        ],
     )
     app.add_middleware(ClaimPollFastPath)
     app.add_middleware(SecurityHeaders)

@@ -14,15 +14,20 @@ as little as possible of the cores it shares with the server and the databases:
 2. **saturation** (for information): the same gates scanning back to back with no pause, which
    measures the most scans per second this machine answers, and the queueing delay at that rate.
 
+With ``--policy multi`` the gates belong to a multi-entry check-in list (registered by name) and
+each ticket goes through entry, exit, entry again, exit (no re-scans): the last JSON line adds
+``reentries``, the second-or-later entries admitted in run 1.
+
 Usage::
 
     .venv/bin/python bench/redeem.py [--gates 200] [--seconds 20] [--scan-interval-ms 1000] [--workers 2]
+                                     [--policy single|multi]
 
 ``BENCH_PG_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) is the server
 the scratch database is created on; ``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/14``)
 the Redis database the consumes are queued to (flushed before and after). The last line printed is
 ``{"rps": …, "p99_ms": …, "p50_ms": …, "saturation_rps": …, "saturation_p99_ms": …,
-"baseline_p99_ms": …}`` (rps and p50/p99 of run 1).
+"baseline_p99_ms": …, "policy": …}`` (rps and p50/p99 of run 1; ``reentries`` too with ``multi``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from scratch_db import drop_database, scratch_database
@@ -59,8 +65,12 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 # --- the gates (second process) -----------------------------------------------------------
 
 
-def _scan_request(code: str, gate: str) -> bytes:
-    body = json.dumps({"code": code, "gate": gate, "nonce": uuid.uuid4().hex}).encode()
+#: What a gate of a multi-entry list does with each ticket: in, out, in again, out.
+MULTI_VISIT = ("entry", "exit", "entry", "exit")
+
+
+def _scan_request(code: str, gate: str, direction: str) -> bytes:
+    body = json.dumps({"code": code, "gate": gate, "nonce": uuid.uuid4().hex, "direction": direction}).encode()
     head = (
         f"POST /v1/redemptions HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {GATE_TOKEN}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -79,35 +89,49 @@ class _Run:
         self.stop_at = stop_at
         self.latencies: list[float] = []
         self.results: Counter[str] = Counter()
+        self.reentries = 0
 
-    def record(self, status: int, result: str, sent_at: float, answered_at: float) -> None:
+    def record(self, status: int, result: str, sent_at: float, answered_at: float, *, reentry: bool) -> None:
         if sent_at >= self.start_at:
             self.latencies.append(answered_at - sent_at)
             self.results[result if status == 200 else f"http_{status}"] += 1
+            self.reentries += reentry and status == 200 and result == "ok"
 
 
-async def _gate(port: int, name: str, codes: list[str], interval_s: float, run: _Run) -> None:
-    """One gate: scan, wait for the answer, pause, next ticket; now and then a re-scan. With no
-    codes, it asks ``GET /healthz`` instead (the baseline)."""
+def _visits(codes: list[str], multi: bool) -> Iterator[tuple[str, str]]:
+    for code in codes:
+        for direction in MULTI_VISIT if multi else ("entry",):
+            yield code, direction
+
+
+async def _gate(port: int, name: str, codes: list[str], interval_s: float, run: _Run, multi: bool) -> None:
+    """One gate: scan, wait for the answer, pause, next scan; single use: now and then a re-scan
+    of the last ticket; multi: each ticket in, out, in again, out. With no codes, it asks
+    ``GET /healthz`` instead (the baseline)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    scans = iter(codes)
-    previous: str | None = None
+    scans = _visits(codes, multi)
+    previous: tuple[str, str] | None = None
+    entered: set[str] = set()
     rng = random.Random(name)
     await asyncio.sleep(rng.uniform(0, interval_s))
     try:
         while time.perf_counter() < run.stop_at:
-            rescan = previous is not None and rng.randrange(RESCAN_EVERY) == 0
-            code = previous if rescan else next(scans, None)
-            if code is None and codes:
+            rescan = not multi and previous is not None and rng.randrange(RESCAN_EVERY) == 0
+            visit = previous if rescan else next(scans, None)
+            if visit is None and codes:
                 raise RuntimeError(f"{name} ran out of tickets: seed more")
             sent_at = time.perf_counter()
-            writer.write(_scan_request(code, name) if code else HEALTHZ)
+            writer.write(_scan_request(visit[0], name, visit[1]) if visit else HEALTHZ)
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
             body = await reader.readexactly(length)
             answered_at = time.perf_counter()
-            run.record(int(head[9:12]), _result_of(body), sent_at, answered_at)
-            previous = code
+            reentry = visit is not None and visit[1] == "entry" and visit[0] in entered
+            result = _result_of(body)
+            run.record(int(head[9:12]), result, sent_at, answered_at, reentry=reentry)
+            if visit is not None and visit[1] == "entry" and result == "ok":
+                entered.add(visit[0])
+            previous = visit
             if interval_s:
                 await asyncio.sleep(max(0.0, interval_s * rng.uniform(0.5, 1.5) - (answered_at - sent_at)))
     finally:
@@ -120,12 +144,15 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
-async def _gates(port: int, codes: list[str], gates: int, seconds: float, interval_s: float) -> dict:
+async def _gates(port: int, codes: list[str], gates: int, seconds: float, interval_s: float, multi: bool) -> dict:
     now = time.perf_counter()
     run = _Run(start_at=now + WARMUP_S, stop_at=now + WARMUP_S + seconds)
     share = len(codes) // gates if codes else 0
     await asyncio.gather(
-        *(_gate(port, f"gate-{g:03d}", codes[g * share : (g + 1) * share], interval_s, run) for g in range(gates))
+        *(
+            _gate(port, f"gate-{g:03d}", codes[g * share : (g + 1) * share], interval_s, run, multi)
+            for g in range(gates)
+        )
     )
     latencies = sorted(run.latencies)
     return {
@@ -136,6 +163,7 @@ async def _gates(port: int, codes: list[str], gates: int, seconds: float, interv
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "max_ms": (latencies[-1] if latencies else float("nan")) * 1000,
         "results": dict(sorted(run.results.items())),
+        "reentries": run.reentries,
     }
 
 
@@ -143,7 +171,9 @@ def gates_main(args: argparse.Namespace) -> None:
     import uvloop
 
     codes = Path(args.codes).read_text().split() if args.codes else []
-    print(json.dumps(uvloop.run(_gates(args.port, codes, args.gates, args.seconds, args.scan_interval_ms / 1000))))
+    interval_s = args.scan_interval_ms / 1000
+    multi = args.policy == "multi"
+    print(json.dumps(uvloop.run(_gates(args.port, codes, args.gates, args.seconds, interval_s, multi))))
 
 
 # --- the orchestrator ---------------------------------------------------------------------
@@ -162,20 +192,24 @@ def _run_gates(port: int, codes: list[str], args: argparse.Namespace, interval_m
         command = [sys.executable, __file__, "--gates-process", "--port", str(port)]
         command += ["--codes", handle.name] if codes else []
         command += ["--gates", str(args.gates), "--seconds", str(args.seconds), "--scan-interval-ms", str(interval_ms)]
+        command += ["--policy", args.policy]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         return dict(json.loads(output.strip().splitlines()[-1]))
     finally:
         os.unlink(handle.name)
 
 
-def _seed(tickets: int) -> list[str]:
-    """One OA, MP and event; one order with ``tickets`` claimed tickets. Returns their codes."""
+def _seed(tickets: int, policy: str, gates: int) -> list[str]:
+    """One OA, MP and event; one order with ``tickets`` claimed tickets. Returns their codes.
+    With the multi policy, a multi-entry list whose gates are the benchmark's gate names."""
     from sqlalchemy import insert
 
     from cardpipe.db import session_scope
     from cardpipe.services import accounts
+    from cardpipe.services.checkin import gates as checkin_gates
+    from cardpipe.services.checkin import lists
     from cardpipe.services.codes import new_codes
-    from models import Event, Order, Ticket, TicketState
+    from models import Event, ListPolicy, Order, Ticket, TicketState
     from models.event import UNAMBIGUOUS_ALPHABET
 
     tag = uuid.uuid4().hex[:10]
@@ -195,6 +229,10 @@ def _seed(tickets: int) -> list[str]:
         common = {"event_id": event.id, "order_id": order.id, "card_id": event.card_id, "state": TicketState.CLAIMED}
         rows = [{**common, "seq": seq, "code": code} for seq, code in enumerate(codes, start=1)]
         session.execute(insert(Ticket), rows)
+        if policy == "multi":
+            hall = lists.create_list(session, event.id, lists.ListSettings("hall", policy=ListPolicy.MULTI))
+            for g in range(gates):
+                checkin_gates.add_gate(session, event.id, hall.id, f"gate-{g:03d}")
     return codes
 
 
@@ -260,7 +298,7 @@ def main(args: argparse.Namespace) -> None:
     server = None
     try:
         started = time.perf_counter()
-        codes = _seed(2 * max(TICKETS_PER_RUN, 100 * args.gates))
+        codes = _seed(2 * max(TICKETS_PER_RUN, 100 * args.gates), args.policy, args.gates)
         print(f"seeded {len(codes)} claimed tickets in {time.perf_counter() - started:.1f}s")
         port = _free_port()
         server = _start_server(port, args.workers, {**os.environ, **env_values})
@@ -286,7 +324,10 @@ def main(args: argparse.Namespace) -> None:
             "saturation_rps": round(saturated["rps"], 1),
             "saturation_p99_ms": round(saturated["p99_ms"], 3),
             "baseline_p99_ms": round(baseline["p99_ms"], 3),
+            "policy": args.policy,
         }
+        if args.policy == "multi":
+            figures["reentries"] = paced["reentries"]
     finally:
         if server is not None:
             server.terminate()
@@ -305,6 +346,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--scan-interval-ms", type=float, default=1000.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--policy", choices=("single", "multi"), default="single", help="the gates' list policy")
     parser.add_argument("--gates-process", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--codes", help=argparse.SUPPRESS)

@@ -11,9 +11,11 @@ from cardpipe.commands import dlq as dlq_commands
 from cardpipe.commands import doctor as doctor_commands
 from cardpipe.commands import events as event_commands
 from cardpipe.commands import fake as fake_commands
+from cardpipe.commands import gate as gate_commands
 from cardpipe.commands import redeem as redeem_commands
 from cardpipe.commands import scheduler as scheduler_commands
 from cardpipe.commands import serve as serve_commands
+from cardpipe.commands import venue as venue_commands
 from cardpipe.commands import wechat as wechat_commands
 from cardpipe.logsetup import configure_logging
 
@@ -29,9 +31,11 @@ dlq_commands.register(app)
 doctor_commands.register(app)
 event_commands.register(app)
 fake_commands.register(app)
+gate_commands.register(app)
 redeem_commands.register(app)
 scheduler_commands.register(app)
 serve_commands.register(app)
+venue_commands.register(app)
 wechat_commands.register(app)
 
 

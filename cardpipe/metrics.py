@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cardpipe.credentials import refresh_failing_key, stats_key
 from cardpipe.outbound import ERRCODE_COUNTER_PREFIX
+from cardpipe.services.checkin.occupancy import inside_everywhere, scan_totals
 from cardpipe.services.ops_history import LAG_BUCKETS_S, LAG_HISTOGRAM_KEY, LAST_SAMPLE_KEY
 from cardpipe.services.poll_tally import POLLS_KEY
 from cardpipe.services.queues import QueueMonitor
@@ -51,6 +52,7 @@ class CardpipeCollector(Collector):
             yield from self._events(session)
             yield from self._inbox(session)
             yield from self._accounts(session)
+            yield from self._venue(session)
             appids = list(session.scalars(select(OfficialAccount.appid)))
         yield from self._wechat(appids)
 
@@ -220,6 +222,24 @@ class CardpipeCollector(Collector):
         yield GaugeMetricFamily("cardpipe_inbox_unprocessed", "inbound callbacks not processed yet", value=backlog)
         lag = time.time() - oldest.timestamp() if oldest else 0.0
         yield GaugeMetricFamily("cardpipe_inbox_lag_seconds", "age of the oldest unprocessed callback", value=lag)
+
+    def _venue(self, session: Session) -> Iterator[Metric]:
+        inside = GaugeMetricFamily(
+            "cardpipe_inside_now",
+            'tickets inside now, per check-in list and per event (list=""; each ticket once)',
+            labels=["event_id", "list"],
+        )
+        for gauge in inside_everywhere(session):
+            inside.add_metric([str(gauge.event_id), gauge.list_name or ""], gauge.inside_now)
+        yield inside
+        scans = GaugeMetricFamily(
+            "cardpipe_gate_scans",
+            "gate scans per list, direction and result",
+            labels=["list_id", "direction", "result"],
+        )
+        for list_id, direction, result, count in scan_totals(session):
+            scans.add_metric([str(list_id), direction, result], count)
+        yield scans
 
     def _wechat(self, appids: list[str]) -> Iterator[Metric]:
         events = CounterMetricFamily(

@@ -2,6 +2,7 @@
 
 from models.accounts import Credential, CredentialKind, MiniProgram, OfficialAccount
 from models.base import Base
+from models.checkin import CheckinList, Direction, Gate, ListPolicy, Presence
 from models.event import CodeMode, Event, EventState
 from models.inbox import InboxItem, InboxSource, PushNonce
 from models.redemptions import ConsumeSync, Redemption, RedemptionResult, Revocation
@@ -9,17 +10,22 @@ from models.tickets import Order, Ticket, TicketState
 
 __all__ = [
     "Base",
+    "CheckinList",
     "CodeMode",
     "ConsumeSync",
     "Credential",
     "CredentialKind",
+    "Direction",
     "Event",
     "EventState",
+    "Gate",
     "InboxItem",
     "InboxSource",
+    "ListPolicy",
     "MiniProgram",
     "OfficialAccount",
     "Order",
+    "Presence",
     "PushNonce",
     "Redemption",
     "RedemptionResult",

@@ -64,5 +64,7 @@ class Event(Base):
     wechat_stock: Mapped[int | None] = mapped_column(Integer)
     wechat_stock_received: Mapped[int | None] = mapped_column(Integer)
     wechat_stock_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: IANA time zone of the venue: "per day" limits count days here.
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai", server_default="Asia/Shanghai")
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, UTCDateTime, utcnow
@@ -20,6 +20,12 @@ class RedemptionResult(StrEnum):
     REVOKED = "revoked"
     DELETED = "deleted"
     WRONG_EVENT = "wrong_event"
+    OUTSIDE_WINDOW = "outside_window"
+    LIMIT_REACHED = "limit_reached"
+    DAY_LIMIT_REACHED = "day_limit_reached"
+    ALREADY_INSIDE = "already_inside"
+    NOT_INSIDE = "not_inside"
+    CAPACITY_FULL = "capacity_full"
 
 
 class ConsumeSync(StrEnum):
@@ -40,14 +46,18 @@ class Redemption(Base):
         #: The ops sampler counts redemptions per minute.
         Index("ix_redemptions_created_at", "created_at"),
         Index("ix_redemptions_event_gate_result", "event_id", "gate", "result"),
-        #: A ticket lets one person in: at most one ``ok`` per ticket, whatever the race.
+        #: A single-use ticket lets one person in: at most one ``ok`` entry per ticket decided
+        #: here, whatever the race. Entries decided by offline gates are what happened at the door
+        #: and are kept even when they conflict (``conflict`` says with what).
         Index(
-            "uq_redemptions_ok_ticket",
+            "uq_redemptions_single_entry",
             "ticket_id",
             unique=True,
-            postgresql_where=text("result = 'ok'"),
-            sqlite_where=text("result = 'ok'"),
+            postgresql_where=text("result = 'ok' AND direction = 'entry' AND single_use AND NOT offline"),
+            sqlite_where=text("result = 'ok' AND direction = 'entry' AND single_use AND NOT offline"),
         ),
+        Index("ix_redemptions_list_result", "list_id", "result"),
+        Index("ix_redemptions_ticket", "ticket_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -59,6 +69,17 @@ class Redemption(Base):
     gate: Mapped[str] = mapped_column(String(64))
     result: Mapped[str] = mapped_column(String(24))
     detail: Mapped[str | None] = mapped_column(Text)
+    #: The check-in list that decided the scan (NULL: WeChat's own consumes).
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("checkin_lists.id"))
+    direction: Mapped[str] = mapped_column(String(8), default="entry", server_default="entry")
+    #: The deciding list was ``single``: an ``ok`` entry consumed the ticket.
+    single_use: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    #: Decided by a gate without the network and uploaded later; ``scanned_at`` is its time.
+    offline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    scanned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: An offline decision the server would not have taken (the same single-use ticket let in
+    #: at another gate, a revoked ticket…): what it conflicts with.
+    conflict: Mapped[str | None] = mapped_column(Text)
     consume_sync: Mapped[str] = mapped_column(String(16), default=ConsumeSync.NOT_NEEDED)
     #: ``code/consume`` calls sent to WeChat.
     consume_attempts: Mapped[int] = mapped_column(Integer, default=0)

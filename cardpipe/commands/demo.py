@@ -33,6 +33,14 @@ def _print(report: DemoReport, console: Console, total_s: float) -> None:
         for error, count in report.errors.most_common():
             errors.add_row(error, str(count))
         console.print(errors)
+    if report.venue is not None:
+        venue, counts = report.venue, report.venue.counts
+        console.print(
+            f"venue: entries {counts.get('entries')}, re-entries {counts.get('reentries')}, "
+            f"exits {counts.get('exits')}, inside now {counts.get('inside_now')}, "
+            f"refused for capacity {venue.capacity_refusals}, offline scans synced {venue.offline_synced}, "
+            f"conflicts {venue.conflicts}"
+        )
     console.print(f"total {total_s:.1f}s; final ticket states: {report.final_states}")
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 from urllib3.util.retry import Retry
 
 from cardpipe.demo.stack import Stack
+from cardpipe.demo.venue import HALL_VISITORS, OFFLINE_ENTRIES, VenueReport, run_venue
 from wechat.fake import FakeWeChatControl
 
 ORDERS_PER_USER = 5
@@ -65,6 +66,7 @@ class DemoReport:
     final_states: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     funnel: dict[str, Any] = field(default_factory=dict)
+    venue: VenueReport | None = None
 
     def timed(self, name: str, count: int, work: Callable[[], None]) -> None:
         started = time.perf_counter()
@@ -392,7 +394,13 @@ class Demo:
         report.timed("confirmations settled", self.orders, self.wait_until_claimed)
         report.timed("gate redemptions", int(self.orders * REDEEM_SHARE), self.redeem_share)
         self.verify()
+        report.timed("venue: lists, re-entries, capacity, offline gate", HALL_VISITORS, self.venue)
         return report
+
+    def venue(self) -> None:
+        """After the checks above: the VIP list's entries redeem tickets the states check counts."""
+        self.report.venue = run_venue(self, self._codes()[: HALL_VISITORS + OFFLINE_ENTRIES])
+        self.report.problems.extend(self.report.venue.problems)
 
 
 def _retrying(session: requests.Session) -> requests.Session:

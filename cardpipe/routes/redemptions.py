@@ -14,10 +14,11 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
-from cardpipe.routes.auth import AdminOnly, GateStaff
+from cardpipe.routes.auth import AdminOnly, GateScope
 from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, InboundModel, TicketId, Unprocessable
 from cardpipe.services import redemption_report, redemptions, revocations
-from models import ConsumeSync, RedemptionResult
+from cardpipe.services.checkin.gates import GateIdentity
+from models import ConsumeSync, Direction, RedemptionResult
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
 
 router = APIRouter(tags=["redemptions"], responses=ERRORS)
@@ -27,11 +28,13 @@ class RedemptionIn(InboundModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     code: str = Field(min_length=1, max_length=32, pattern=r"^[\x21-\x7e]+$", description="The scanned code")
-    gate: str = Field(
+    gate: str | None = Field(
+        default=None,
         min_length=1,
         max_length=64,
         pattern=r"^[^:\x00-\x1f]+$",
-        description="Which gate scanned it (no ':': gates named wechat:… are WeChat's own consumes)",
+        description="Which gate scanned it (no ':': gates named wechat:… are WeChat's own consumes); "
+        "required with a shared gate token, implied by a gate's own token",
     )
     nonce: str = Field(
         min_length=8,
@@ -41,6 +44,7 @@ class RedemptionIn(InboundModel):
     )
     card_id: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")
     event_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="The gate's event, if it knows it")
+    direction: Direction = Field(default=Direction.ENTRY, description="entry (default) or exit")
 
 
 class RedemptionOut(BaseModel):
@@ -56,20 +60,42 @@ class RedemptionOut(BaseModel):
     redeemed_at: datetime | None = Field(description="ok: now; already_redeemed: when the ticket was let in")
     redeemed_gate: str | None = Field(description="The gate that let the ticket in (wechat:… if WeChat did)")
     replayed: bool = Field(description="This nonce was answered before: the stored answer, nothing changed")
+    direction: Direction
+    list_id: int | None = Field(description="The check-in list whose rules decided the scan")
 
 
 SCAN_ERRORS: dict[int | str, dict[str, object]] = {
     409: {"model": ErrorResponse, "description": "The nonce was already used for a different scan"},
-    422: {"model": Unprocessable, "description": "Malformed scan, unknown gate event, or a code of several events"},
+    422: {
+        "model": Unprocessable,
+        "description": "Malformed scan, unknown gate event, a code of several events, or a scan naming another "
+        "gate or event than its gate token's",
+    },
 }
 
 
-@router.post("/v1/redemptions", response_model=RedemptionOut, responses=SCAN_ERRORS, dependencies=[GateStaff])
-def redeem(body: RedemptionIn, background: BackgroundTasks) -> Response:
-    """Redeem a scanned code at a gate: answered at once, never waiting on WeChat (nor on the
-    queue: the consume message is sent after the answer). The answer is serialized here, once:
-    FastAPI re-validating the response model cost a third of this endpoint's CPU."""
-    scan = redemptions.Scan(body.code, body.gate, body.nonce, body.card_id, body.event_id)
+def _scan_of(body: RedemptionIn, identity: GateIdentity | None) -> redemptions.Scan:
+    """The scan, scoped to the gate's own event and list when it scans under its own token."""
+    if identity is None:
+        if body.gate is None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "gate is required with a shared gate token")
+        return redemptions.Scan(body.code, body.gate, body.nonce, body.card_id, body.event_id, body.direction)
+    if body.gate is not None and body.gate != identity.name:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"this token is gate {identity.name!r}'s")
+    if body.event_id is not None and body.event_id != identity.event_id:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"this gate scans for event {identity.event_id}")
+    return redemptions.Scan(
+        body.code, identity.name, body.nonce, body.card_id, identity.event_id, body.direction, identity.list_id
+    )
+
+
+@router.post("/v1/redemptions", response_model=RedemptionOut, responses=SCAN_ERRORS)
+def redeem(body: RedemptionIn, background: BackgroundTasks, identity: GateScope) -> Response:
+    """Redeem a scanned code at a gate (an entry, or an exit with ``direction: exit``), decided by
+    the gate's check-in list: answered at once, never waiting on WeChat (nor on the queue: the
+    consume message is sent after the answer). The answer is serialized here, once: FastAPI
+    re-validating the response model cost a third of this endpoint's CPU."""
+    scan = _scan_of(body, identity)
     try:
         answer = redemptions.redeem_scan(scan)
     except redemptions.NonceReused as exc:
@@ -91,6 +117,8 @@ def redeem(body: RedemptionIn, background: BackgroundTasks) -> Response:
         redeemed_at=answer.redeemed_at,
         redeemed_gate=answer.redeemed_gate,
         replayed=answer.replayed,
+        direction=answer.direction,
+        list_id=answer.list_id,
     )
     return Response(out.model_dump_json(), media_type="application/json")
 
@@ -144,6 +172,12 @@ class ResultCounts(BaseModel):
     revoked: int = 0
     deleted: int = 0
     wrong_event: int = 0
+    outside_window: int = 0
+    limit_reached: int = 0
+    day_limit_reached: int = 0
+    already_inside: int = 0
+    not_inside: int = 0
+    capacity_full: int = 0
 
 
 class GateCounts(BaseModel):

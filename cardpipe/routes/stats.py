@@ -6,11 +6,14 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
+from cardpipe.routes.checkin import OccupancyOut
 from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId
 from cardpipe.runtime import redis_client
+from cardpipe.services.checkin.occupancy import event_occupancy
 from cardpipe.services.funnel import UnknownEvent, all_event_ids, event_funnel
 
 router = APIRouter(tags=["ops"], dependencies=[AdminOnly], responses=ERRORS)
@@ -38,6 +41,7 @@ class FunnelOut(BaseModel):
     config_error: str | None = Field(
         default=None, description="WeChat refuses the account's configuration: credential work is backing off"
     )
+    venue: OccupancyOut | None = Field(default=None, description="Gates: inside now, entries, exits, refusals")
 
 
 @router.get(
@@ -48,7 +52,7 @@ class FunnelOut(BaseModel):
 def event_stats(event_id: EventId) -> FunnelOut:
     try:
         with session_scope() as session:
-            return FunnelOut.model_validate(event_funnel(session, redis_client(), event_id), from_attributes=True)
+            return _stats(session, event_id)
     except UnknownEvent as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
@@ -56,7 +60,10 @@ def event_stats(event_id: EventId) -> FunnelOut:
 @router.get("/ops/events", response_model=list[FunnelOut])
 def all_event_stats() -> list[FunnelOut]:
     with session_scope() as session:
-        return [
-            FunnelOut.model_validate(event_funnel(session, redis_client(), event_id), from_attributes=True)
-            for event_id in all_event_ids(session)
-        ]
+        return [_stats(session, event_id) for event_id in all_event_ids(session)]
+
+
+def _stats(session: Session, event_id: int) -> FunnelOut:
+    out = FunnelOut.model_validate(event_funnel(session, redis_client(), event_id), from_attributes=True)
+    out.venue = OccupancyOut.model_validate(event_occupancy(session, event_id), from_attributes=True)
+    return out

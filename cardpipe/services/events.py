@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cardpipe.services.accounts import UnknownAccount, mini_program_by_appid, official_account_by_appid
+from cardpipe.services.checkin.lists import default_list
 from cardpipe.services.codes import CodePolicyError, check_policy
 from models import CodeMode, Event, OfficialAccount
 from models.event import UNAMBIGUOUS_ALPHABET
@@ -200,6 +201,7 @@ def create_event(session: Session, data: EventInput, *, card_api: CardApi) -> Ev
     )
     session.add(event)
     session.flush()
+    default_list(session, event.id)
     return event
 
 

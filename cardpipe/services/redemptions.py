@@ -1,10 +1,12 @@
 """Gate redemption, recorded locally and answered at once; WeChat learns about it later.
 
 A scan is checked under a row lock on the ticket (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite
-serialises writers, and the guarded ``UPDATE … WHERE state = 'claimed'`` decides there), recorded
-under its client nonce, and answered. The ``code/consume`` that tells WeChat is queued after the
-commit (``workers.redemptions``), so the gate never waits on WeChat. A partial unique index
-(one ``ok`` per ticket) backs the lock up in the database itself.
+serialises writers, and the guarded ``UPDATE … WHERE state = 'claimed'`` decides there), decided
+by the gate's check-in list (``services.checkin.admission``: single or multi use, entry or exit,
+limits, windows, anti-passback, capacity), recorded under its client nonce, and answered. The
+``code/consume`` that tells WeChat (single-use entries only) is queued after the commit
+(``workers.redemptions``), so the gate never waits on WeChat. A partial unique index (one online
+``ok`` entry per single-use ticket) backs the lock up in the database itself.
 
 Idempotency: ``redemptions.nonce`` is unique. A nonce seen before returns the stored answer and
 changes nothing; a nonce being recorded by a concurrent request makes this one replay it.
@@ -33,8 +35,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
-from models import ConsumeSync, Event, Redemption, RedemptionResult, Ticket, TicketState
-from models.base import UTCDateTime
+from cardpipe.services.checkin import admission
+from models import ConsumeSync, Direction, Event, Redemption, RedemptionResult, Ticket, TicketState
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ class Scan:
     nonce: str
     card_id: str | None = None
     event_id: int | None = None
+    direction: Direction = Direction.ENTRY
+    #: The gate's list when the gate scans under its own token (its event is then ``event_id``).
+    list_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +99,26 @@ class Answer:
     redeemed_at: datetime | None
     redeemed_gate: str | None
     replayed: bool
+    direction: Direction = Direction.ENTRY
+    list_id: int | None = None
+    single_use: bool = True
 
     @property
     def ok(self) -> bool:
         return self.result == RedemptionResult.OK
 
     @property
+    def consumes(self) -> bool:
+        """An admitted single-use entry: the ticket's WeChat card is consumed."""
+        return self.ok and self.single_use and self.direction == Direction.ENTRY
+
+    @property
     def queue_consume(self) -> bool:
-        return self.ok and not self.replayed
+        return self.consumes and not self.replayed
 
     def message(self) -> str:
+        if self.ok and self.direction == Direction.EXIT:
+            return "goodbye"
         if self.result == RedemptionResult.ALREADY_REDEEMED and self.redeemed_at:
             return f"already redeemed at {self.redeemed_at.isoformat()} by gate {self.redeemed_gate or '?'}"
         return _MESSAGES[self.result]
@@ -117,6 +132,12 @@ _MESSAGES = {
     RedemptionResult.REVOKED: "ticket revoked",
     RedemptionResult.DELETED: "ticket deleted from WeChat by its holder",
     RedemptionResult.WRONG_EVENT: "ticket of another event",
+    RedemptionResult.OUTSIDE_WINDOW: "outside the list's admission hours",
+    RedemptionResult.LIMIT_REACHED: "the ticket has used all its entries",
+    RedemptionResult.DAY_LIMIT_REACHED: "the ticket has used all its entries for today",
+    RedemptionResult.ALREADY_INSIDE: "the ticket is inside: it must exit before entering again",
+    RedemptionResult.NOT_INSIDE: "the ticket is not inside",
+    RedemptionResult.CAPACITY_FULL: "the venue is full: wait until someone exits",
 }
 
 
@@ -159,14 +180,20 @@ _STORED = select(
     _redemptions.c.ticket_id,
     _redemptions.c.event_id,
     _redemptions.c.created_at,
+    _redemptions.c.direction,
+    _redemptions.c.list_id,
+    _redemptions.c.single_use,
 ).where(_redemptions.c.nonce == bindparam("nonce"))
-_ENTRY_GATE = select(_redemptions.c.gate).where(
-    _redemptions.c.ticket_id == bindparam("ticket_id"), _redemptions.c.result == RedemptionResult.OK
-)
-_REDEEM = (
-    update(_tickets)
-    .where(_tickets.c.id == bindparam("ticket_id"), _tickets.c.state == TicketState.CLAIMED)
-    .values(state=TicketState.REDEEMED, redeemed_at=bindparam("at", type_=UTCDateTime), updated_at=bindparam("at"))
+_ENTRY_GATE = (
+    select(_redemptions.c.gate)
+    .where(
+        _redemptions.c.ticket_id == bindparam("ticket_id"),
+        _redemptions.c.result == RedemptionResult.OK,
+        _redemptions.c.direction == Direction.ENTRY,
+        _redemptions.c.single_use,
+    )
+    .order_by(_redemptions.c.id)
+    .limit(1)
 )
 
 
@@ -178,7 +205,19 @@ def _record_statement(dialect: str) -> Any:
 
 
 def _record_row(conn: Connection, values: dict[str, Any]) -> int | None:
-    row = {"consume_attempts": 0, "consume_in_doubt": 0, "detail": None, "consumed_at": None, **values}
+    row = {
+        "consume_attempts": 0,
+        "consume_in_doubt": 0,
+        "detail": None,
+        "consumed_at": None,
+        "list_id": None,
+        "direction": Direction.ENTRY,
+        "single_use": True,
+        "offline": False,
+        "scanned_at": None,
+        "conflict": None,
+        **values,
+    }
     return conn.execute(_record_statement(conn.dialect.name), row).scalar_one_or_none()
 
 
@@ -209,12 +248,8 @@ def redeem(session: Session, scan: Scan, *, now: datetime | None = None) -> Answ
         return _record(conn, scan, None, RedemptionResult.INVALID, now, event_id=_gate_event_id(conn, scan))
     if not _is_gates_event(ticket, scan):
         return _record(conn, scan, ticket, RedemptionResult.WRONG_EVENT, now, event_id=_gate_event_id(conn, scan))
-    result = result_of(ticket.state)
-    if result == RedemptionResult.OK and conn.execute(_REDEEM, {"ticket_id": ticket.id, "at": now}).rowcount != 1:
-        # Only without row locks (SQLite): a concurrent writer got there first. Look again.
-        ticket = conn.execute(_BY_ID, {"ticket_id": ticket.id}).one()
-        result = result_of(ticket.state)
-    return _record(conn, scan, ticket, result, now, event_id=ticket.event_id)
+    decided = admission.admit(session, ticket, list_id=scan.list_id, gate=scan.gate, direction=scan.direction, now=now)
+    return _record(conn, scan, ticket, decided.result, now, event_id=ticket.event_id, decided=decided)
 
 
 def _is_gates_event(ticket: Row[Any], scan: Scan) -> bool:
@@ -266,8 +301,11 @@ def _record(
     now: datetime,
     *,
     event_id: int | None,
+    decided: admission.Admission | None = None,
 ) -> Answer:
     ok = result == RedemptionResult.OK
+    single_use = decided.single_use if decided is not None else True
+    consumes = ok and single_use and scan.direction == Direction.ENTRY
     inserted = _record_row(
         conn,
         {
@@ -278,13 +316,16 @@ def _record(
             "ticket_id": ticket.id if ticket is not None else None,
             "gate": scan.gate,
             "result": result,
-            "consume_sync": ConsumeSync.PENDING if ok else ConsumeSync.NOT_NEEDED,
+            "consume_sync": ConsumeSync.PENDING if consumes else ConsumeSync.NOT_NEEDED,
             "created_at": now,
+            "list_id": decided.list_id if decided is not None else scan.list_id,
+            "direction": scan.direction,
+            "single_use": single_use,
         },
     )
     if inserted is None:
         raise NonceInFlight(scan.nonce)
-    redeemed_at, redeemed_gate = (now, scan.gate) if ok else (None, None)
+    redeemed_at, redeemed_gate = (now, scan.gate) if consumes else (None, None)
     if result == RedemptionResult.ALREADY_REDEEMED and ticket is not None:
         redeemed_at, redeemed_gate = ticket.redeemed_at, _entry_gate(conn, ticket.id)
     return Answer(
@@ -299,6 +340,9 @@ def _record(
         redeemed_at=redeemed_at,
         redeemed_gate=redeemed_gate,
         replayed=False,
+        direction=scan.direction,
+        list_id=decided.list_id if decided is not None else scan.list_id,
+        single_use=single_use,
     )
 
 
@@ -308,10 +352,12 @@ def _entry_gate(conn: Connection, ticket_id: int) -> str | None:
 
 
 def _replay(conn: Connection, stored: Row[Any], scan: Scan) -> Answer:
-    if (stored.code, stored.gate) != (scan.code, scan.gate):
+    if (stored.code, stored.gate, stored.direction) != (scan.code, scan.gate, scan.direction):
         raise NonceReused(f"nonce {scan.nonce} was already used for another scan")
     result = RedemptionResult(stored.result)
-    redeemed_at, redeemed_gate = (stored.created_at, stored.gate) if result == RedemptionResult.OK else (None, None)
+    direction = Direction(stored.direction)
+    consumed = result == RedemptionResult.OK and stored.single_use and direction == Direction.ENTRY
+    redeemed_at, redeemed_gate = (stored.created_at, stored.gate) if consumed else (None, None)
     if result == RedemptionResult.ALREADY_REDEEMED and stored.ticket_id is not None:
         redeemed_at = conn.execute(_BY_ID, {"ticket_id": stored.ticket_id}).one().redeemed_at
         redeemed_gate = _entry_gate(conn, stored.ticket_id)
@@ -327,6 +373,9 @@ def _replay(conn: Connection, stored: Row[Any], scan: Scan) -> Answer:
         redeemed_at=redeemed_at,
         redeemed_gate=redeemed_gate,
         replayed=True,
+        direction=direction,
+        list_id=stored.list_id,
+        single_use=stored.single_use,
     )
 
 
@@ -359,7 +408,14 @@ def record_wechat_consume(
         return
     entry = session.scalars(
         select(Redemption)
-        .where(Redemption.ticket_id == ticket.id, Redemption.result == RedemptionResult.OK)
+        .where(
+            Redemption.ticket_id == ticket.id,
+            Redemption.result == RedemptionResult.OK,
+            Redemption.direction == Direction.ENTRY,
+            Redemption.single_use,
+        )
+        .order_by(Redemption.id)
+        .limit(1)
         .with_for_update()
     ).one_or_none()
     if entry is not None:
