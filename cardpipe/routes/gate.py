@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import OwnGate
+from cardpipe.routes.hygiene import page_csp
 from cardpipe.routes.schemas import ERRORS
 from cardpipe.services import redemptions
 from cardpipe.services.checkin import offline_sync, snapshot
@@ -27,6 +28,8 @@ SCANS_PATH_PATTERN = r"/v1/gate/scans"
 SCANS_MAX_BYTES = 1 << 20
 _PAGE_DIR = Path(__file__).parent / "gate_page"
 _NO_STORE = {"Cache-Control": "no-store"}
+#: The page's own scripts and styles only (they are files of this origin; nothing inline).
+_PAGE_CSP = page_csp((_PAGE_DIR / "gate.html").read_text(encoding="utf-8"))
 
 
 class OfflineScanIn(BaseModel):
@@ -102,7 +105,11 @@ def upload_scans(body: UploadIn, gate: OwnGate, background: BackgroundTasks) -> 
 @page_router.get("/gate", response_class=HTMLResponse, include_in_schema=False)
 def gate_page() -> FileResponse:
     """The gate page: the gate's token is typed in once and kept in the browser."""
-    return FileResponse(_PAGE_DIR / "gate.html", media_type="text/html")
+    return FileResponse(
+        _PAGE_DIR / "gate.html",
+        media_type="text/html",
+        headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "no-cache"},
+    )
 
 
 @page_router.get("/gate/assets/{name}", include_in_schema=False)
