@@ -6,7 +6,7 @@ import gc
 
 from fastapi import FastAPI
 
-from cardpipe.routes import account_status, accounts, client, events, ops, redemptions, stats, wechat_push
+from cardpipe.routes import account_status, accounts, client, events, ops, outages, redemptions, stats, wechat_push
 from cardpipe.routes.claim_poll import ClaimPollFastPath
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.settings import get_settings
@@ -28,6 +28,7 @@ def create_app() -> FastAPI:
     app.include_router(client.router)
     app.include_router(wechat_push.router)
     app.include_router(events.router)
+    outages.install(app)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -4,6 +4,7 @@ from models.accounts import Credential, CredentialKind, MiniProgram, OfficialAcc
 from models.base import Base
 from models.event import CodeMode, Event, EventState
 from models.inbox import InboxItem, InboxSource
+from models.outbox import OutboxMessage
 from models.redemptions import ConsumeSync, Redemption, RedemptionResult, Revocation
 from models.tickets import Order, Ticket, TicketState
 
@@ -20,6 +21,7 @@ __all__ = [
     "MiniProgram",
     "OfficialAccount",
     "Order",
+    "OutboxMessage",
     "Redemption",
     "RedemptionResult",
     "Revocation",

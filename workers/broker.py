@@ -16,6 +16,7 @@ from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from cardpipe.settings import get_settings
 from workers.middleware import ActorMetrics, DeadLetterReasons
+from workers.outbox import OutboxRelay
 from workers.quota_retries import QuotaAwareRetries
 
 QUEUES = ("preissue", "claims", "events", "wechat", "maintenance")
@@ -32,6 +33,7 @@ def build_broker(redis_url: str) -> RedisBroker:
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetterReasons())
     broker.add_middleware(ActorMetrics())
+    broker.add_middleware(OutboxRelay())
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

@@ -33,7 +33,7 @@ from rich.text import Text
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, preissue
+from cardpipe.services import events, order_import, outbox, preissue
 from models import CodeMode
 from models.event import UNAMBIGUOUS_ALPHABET
 from wechat.errors import WeChatError
@@ -215,17 +215,19 @@ def start_preissue(
     watch: bool = typer.Option(False, "--watch", "-w", help="Follow progress: done, rate and ETA."),
 ) -> None:
     """Start pre-issuing an event's tickets (the workers do it)."""
+    from workers.outbox import flush
     from workers.preissue import plan_preissue
 
     try:
         with session_scope() as session:
             event = preissue.start_preissue(session, event_id)
             state = event.state
+            planner = outbox.add(session, plan_preissue.actor_name, event_id)
     except events.UnknownEvent as exc:
         raise _fail(str(exc)) from None
     except preissue.PreissueError as exc:
         raise _fail(str(exc)) from None
-    plan_preissue.send(event_id)
+    flush([planner])
     console.print(f"event {event_id} is {state}; the planner is queued")
     if watch:
         try:
