@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
@@ -88,6 +88,11 @@ def record_and_send(actor: str, *args: Any) -> None:
     with session_scope() as session:
         intent = outbox.add(session, actor, *args)
     flush([intent])
+
+
+def sender(actor: dramatiq.Actor[..., Any]) -> Callable[[int], None]:
+    """``actor.send`` for a message of one row id, through the outbox (:func:`record_and_send`)."""
+    return lambda row_id: record_and_send(actor.actor_name, row_id)
 
 
 def relay_once(broker: Broker, *, older_than_s: float = WRITER_GRACE_S) -> int:

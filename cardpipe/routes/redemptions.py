@@ -18,6 +18,7 @@ from cardpipe.routes.auth import AdminOnly, GateStaff
 from cardpipe.routes.schemas import ERRORS, ErrorResponse
 from cardpipe.services import redemption_report, redemptions, revocations
 from models import ConsumeSync, RedemptionResult
+from workers.outbox import sender
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
 
 router = APIRouter(tags=["redemptions"], responses=ERRORS)
@@ -89,7 +90,7 @@ def redeem(body: RedemptionIn, background: BackgroundTasks) -> Response:
     except redemptions.RedemptionRefused as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     if answer.queue_consume:
-        background.add_task(redemptions.queue_quietly, consume_redeemed_code.send, answer.redemption_id)
+        background.add_task(redemptions.queue_quietly, sender(consume_redeemed_code), answer.redemption_id)
     out = RedemptionOut(
         ok=answer.ok,
         result=answer.result,
@@ -134,7 +135,7 @@ def revoke(ticket_id: int = Path(ge=1), body: RevocationIn | None = None) -> Rev
     """Revoke a ticket: later scans answer ``revoked``; its WeChat code is made unavailable."""
     reason = body.reason if body else ""
     try:
-        outcome = revocations.revoke_ticket(ticket_id, reason, queue_unavailable=make_code_unavailable.send)
+        outcome = revocations.revoke_ticket(ticket_id, reason, queue_unavailable=sender(make_code_unavailable))
     except revocations.TicketNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except revocations.NotRevocable as exc:
