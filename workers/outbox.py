@@ -46,21 +46,21 @@ EPOCH_KEY = "cardpipe:outbox:epoch"
 OPTION = "outbox_id"
 
 
-def _send(broker: Broker, intents: Sequence[Intent]) -> list[int]:
-    """Send each intent; the ids handled (sent, or dropped for an unknown actor). Stops at the
+def _send(broker: Broker, intents: Sequence[Intent]) -> tuple[list[int], list[int]]:
+    """Send each intent: (ids sent, ids naming no actor, which the caller drops). Stops at the
     first broker error, which it raises after the caller had a chance to record what went."""
-    handled: list[int] = []
+    sent: list[int] = []
+    unknown: list[int] = []
     for intent in intents:
         try:
             actor = broker.get_actor(intent.actor)
         except ActorNotFound:
             log.error("outbox intent %d names no actor %r; dropped", intent.id, intent.actor)
-            with get_engine().begin() as connection:
-                outbox.done(connection, intent.id)
+            unknown.append(intent.id)
             continue
         actor.send_with_options(args=tuple(intent.args), **{OPTION: intent.id})
-        handled.append(intent.id)
-    return handled
+        sent.append(intent.id)
+    return sent, unknown
 
 
 def flush(intents: Sequence[Intent]) -> bool:
@@ -69,17 +69,21 @@ def flush(intents: Sequence[Intent]) -> bool:
     if not intents:
         return True
     sent: list[int] = []
+    unknown: list[int] = []
     try:
         for intent in intents:
-            sent.extend(_send(dramatiq.get_broker(), [intent]))
+            sent_now, unknown_now = _send(dramatiq.get_broker(), [intent])
+            sent += sent_now
+            unknown += unknown_now
     except RedisError as exc:
         log.warning("broker unavailable (%s); %d messages left to the outbox relay", exc, len(intents) - len(sent))
     try:
         with get_engine().begin() as connection:
             outbox.mark_sent(connection, sent)
+            outbox.drop(connection, unknown)
     except SQLAlchemyError as exc:
         log.warning("could not mark %d sent outbox intents (%s); the relay may send them again", len(sent), exc)
-    return len(sent) == len(intents)
+    return len(sent) + len(unknown) == len(intents)
 
 
 def record_and_send(actor: str, *args: Any) -> None:
@@ -96,15 +100,17 @@ def sender(actor: dramatiq.Actor[..., Any]) -> Callable[[int], None]:
 
 
 def relay_once(broker: Broker, *, older_than_s: float = WRITER_GRACE_S) -> int:
-    """Send one batch of unsent intents; how many were sent."""
+    """Send one batch of unsent intents; how many were handled."""
     with session_scope() as session:
         intents = outbox.take_unsent(session, older_than_s=older_than_s, limit=RELAY_BATCH)
         sent: list[int] = []
+        unknown: list[int] = []
         try:
-            sent = _send(broker, intents)
+            sent, unknown = _send(broker, intents)
         finally:
             outbox.mark_sent(session, sent)
-    return len(sent)
+            outbox.drop(session, unknown)
+    return len(sent) + len(unknown)
 
 
 def check_epoch(broker: Broker) -> int:
@@ -169,5 +175,9 @@ class OutboxRelay(Middleware):
         intent_id = message.options.get(OPTION)
         if intent_id is None:
             return
-        with get_engine().begin() as connection:
-            outbox.done(connection, int(intent_id))
+        try:
+            with get_engine().begin() as connection:
+                outbox.drop(connection, [int(intent_id)])
+        except SQLAlchemyError as exc:
+            # The intent stays open: only a Redis that lost its data would send it again (harmless).
+            log.warning("outbox intent %s done but not forgotten: %s", intent_id, exc)

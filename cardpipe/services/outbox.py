@@ -8,7 +8,7 @@ away, the process died) the relay of every worker process delivers within about 
 becomes one: nothing waits for a sweep to be found again.
 
 An intent's row lives until its message's work is done (or dead-lettered): ``sent_at`` says it
-was handed to the broker, :func:`done` deletes it. Should Redis come back without its data, every
+was handed to the broker, :func:`drop` deletes it. Should Redis come back without its data, every
 intent still open is sent again (:func:`resend_open`); every actor is idempotent, so a message
 that had in fact been processed changes nothing the second time.
 
@@ -78,9 +78,10 @@ def mark_sent(executor: Executor, ids: Sequence[int]) -> None:
         )
 
 
-def done(executor: Executor, intent_id: int) -> None:
-    """The intent's message did its work (or was dead-lettered): forget it."""
-    executor.execute(delete(OutboxMessage).where(OutboxMessage.id == intent_id))
+def drop(executor: Executor, ids: Sequence[int]) -> None:
+    """Forget intents: their messages did their work (or were dead-lettered)."""
+    if ids:
+        executor.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(list(ids))))
 
 
 def resend_open(session: Session) -> int:
