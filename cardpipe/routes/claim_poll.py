@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 
 from fastapi.concurrency import run_in_threadpool
@@ -35,7 +34,6 @@ from cardpipe.services import claim_cache, claims, outbox, sessions
 from cardpipe.services.claim_cache import CachedClaim
 from cardpipe.services.claims import ClaimStatus, OrderRef
 from cardpipe.services.sessions import InvalidSession, MpSession
-from models import CredentialKind
 from wechat.errors import WeChatError
 from workers.outbox import flush
 from workers.preissue import issue_orders
@@ -84,16 +82,9 @@ def _first_issue_request(order_id: int) -> bool:
 
 
 def card_ticket(appid: str) -> StoredCredential:
-    """The account's card ticket; with Redis away, the one the database holds while it is valid
-    (signing needs no Redis, only the refresh does)."""
-    store = credential_store()
-    try:
-        return store.card_ticket(appid)
-    except RedisError:
-        stored = store.stored(appid, CredentialKind.CARD_TICKET)
-        if stored is None or stored.remaining(time.time()) <= 0:
-            raise
-        return stored
+    """The account's card ticket, from the database while Redis is away (see
+    :func:`claims.card_ticket_even_without_redis`)."""
+    return claims.card_ticket_even_without_redis(credential_store(), appid)
 
 
 def rebuild(refs: list[OrderRef]) -> dict[str, CachedClaim]:

@@ -15,11 +15,11 @@ from fastapi.responses import PlainTextResponse
 
 from cardpipe.db import get_engine
 from cardpipe.routes.outages import ride_out_database_restart
-from cardpipe.services import outbox, pushes
+from cardpipe.services import pushes
 from cardpipe.services.outbox import Intent
 from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
 from wechat.errors import SignatureError
-from wechat.events import CardEvent, EventParseError
+from wechat.events import EventParseError
 from workers.events import process_push
 from workers.outbox import flush
 
@@ -96,14 +96,13 @@ def receive_push(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except NotAnEvent:
         return PlainTextResponse("success")
+
     # The inbox row and its outbox intent commit together; then the intent is sent at once.
-    intent = ride_out_database_restart(lambda: _store(account, event, xml))
+    def store() -> Intent | None:
+        with get_engine().begin() as connection:
+            return pushes.store_and_queue(connection, account, event, xml, actor=process_push.actor_name)
+
+    intent = ride_out_database_restart(store)
     if intent is not None:
         flush([intent])
     return PlainTextResponse("success")
-
-
-def _store(account: PushAccount, event: CardEvent, xml: str) -> Intent | None:
-    with get_engine().begin() as connection:
-        inbox_id = pushes.store(connection, account, event, xml)
-        return None if inbox_id is None else outbox.add(connection, process_push.actor_name, inbox_id)

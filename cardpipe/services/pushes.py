@@ -17,7 +17,8 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
-from cardpipe.services import inbox
+from cardpipe.services import inbox, outbox
+from cardpipe.services.outbox import Intent
 from models import InboxSource, OfficialAccount
 from wechat.crypto import MessageCrypto
 from wechat.errors import SignatureError
@@ -115,6 +116,15 @@ def dedupe_key(account: PushAccount, event: CardEvent) -> str:
 
 def event_name(event: CardEvent) -> str:
     return event.name if isinstance(event, OtherEvent) else event.event
+
+
+def store_and_queue(
+    executor: Connection, account: PushAccount, event: CardEvent, xml: str, *, actor: str
+) -> Intent | None:
+    """Store the push and, in the same transaction, the intent to process it with ``actor``
+    (the inbox id is its argument); None for a redelivered push."""
+    inbox_id = store(executor, account, event, xml)
+    return None if inbox_id is None else outbox.add(executor, actor, inbox_id)
 
 
 def store(executor: Session | Connection, account: PushAccount, event: CardEvent, xml: str) -> int | None:
