@@ -177,6 +177,7 @@ def _progress_table(progress: preissue.Progress) -> Table:
     table = Table(title=f"event {progress.event_id}: {progress.state}", show_header=False)
     table.add_row("orders complete", f"{progress.orders_complete:,} / {progress.orders_total:,}")
     table.add_row("tickets issued", f"{progress.tickets_issued:,} / {progress.tickets_total:,}")
+    table.add_row("stock covers", f"{progress.stock_covered:,} / {progress.tickets_total:,}")
     for state, count in (progress.tickets_by_state or {}).items():
         table.add_row(f"  {state}", f"{count:,}")
     return table
@@ -204,7 +205,7 @@ def _watch(event_id: int) -> None:
         while True:
             current = _read_progress(event_id)
             bar.update(task, total=max(current.tickets_total, 1), completed=current.tickets_issued)
-            if current.state == "issued" or current.orders_complete >= current.orders_total > 0:
+            if current.state == "issued":
                 break
             time.sleep(WATCH_INTERVAL_S)
     console.print(_progress_table(_read_progress(event_id, by_state=True)))

@@ -122,6 +122,7 @@ class ProgressOut(BaseModel):
     orders_complete: int
     tickets_total: int
     tickets_issued: int
+    stock_covered: int = Field(description="Tickets WeChat's stock was raised to cover; `issued` needs all of them")
     preissue_started_at: datetime | None
     tickets_by_state: dict[str, int] | None
 

@@ -95,6 +95,7 @@ class Progress:
     orders_complete: int
     tickets_total: int
     tickets_issued: int
+    stock_covered: int
     preissue_started_at: datetime | None
     #: Tickets per state; None when not asked for (it is a count over every ticket of the event).
     tickets_by_state: dict[str, int] | None = None
@@ -142,6 +143,7 @@ def preissue_progress(session: Session, event_id: int, *, by_state: bool = True)
         orders_complete=event.orders_complete,
         tickets_total=event.tickets_total,
         tickets_issued=event.tickets_issued,
+        stock_covered=event.stock_covered,
         preissue_started_at=event.preissue_started_at,
         tickets_by_state=counts,
     )
