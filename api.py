@@ -18,6 +18,7 @@ from cardpipe.routes import (
     gate,
     ops,
     ops_history,
+    outages,
     readiness,
     redemptions,
     stats,
@@ -57,6 +58,7 @@ def create_app() -> FastAPI:
     app.include_router(checkin.router)
     app.include_router(gate.router)
     app.include_router(gate.page_router)
+    outages.install(app)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

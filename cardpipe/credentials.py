@@ -61,6 +61,11 @@ UNCHANGED_RECHECK_S = 60
 #: rejected token back, which then needs ``force_refresh``).
 REJECTED_TOKEN_TTL_S = 3600
 
+#: A forced access token fetch is not repeated within this long: retrying ``credentials refresh
+#: --force`` after its card ticket part failed must not force the stable token again (45011, and
+#: one of the 20 daily forced refreshes spent per retry).
+FORCED_RECENTLY_S = 300
+
 RotationListener = Callable[[str, int], None]
 #: What the keys sealing cached credentials are derived for.
 CACHE_PURPOSE = "credential-cache"
@@ -87,6 +92,10 @@ def _unchanged_key(appid: str, kind: str) -> str:
 
 def _rejected_key(appid: str) -> str:
     return f"cardpipe:credential:{appid}:rejected-token"
+
+
+def _forced_key(appid: str, kind: str) -> str:
+    return f"cardpipe:credential:{appid}:{kind}:forced"
 
 
 def _fingerprint(value: str) -> str:
@@ -195,10 +204,14 @@ class CredentialStore:
 
     def refresh(self, appid: str, kind: str, *, min_validity_s: float, force: bool = False) -> RefreshOutcome:
         """Make sure the stored ``kind`` lives at least ``min_validity_s`` more; fetch only if not.
-        ``force`` fetches anyway (for a stable token: with ``force_refresh``, 20 a day)."""
+        ``force`` fetches anyway (for a stable token: with ``force_refresh``, 20 a day), except an
+        access token force-fetched in the last ``FORCED_RECENTLY_S``: a forced refresh retried
+        after its card ticket part failed redoes only that part."""
         with self._redis.lock(
             f"cardpipe:lock:credential:{appid}:{kind}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S
         ):
+            if force and kind == CredentialKind.ACCESS_TOKEN and self._redis.exists(_forced_key(appid, kind)):
+                force = False
             with self._sessions() as session:
                 keys = _account_keys(session, appid)
                 stored = self._load(session, appid, kind)
@@ -220,6 +233,8 @@ class CredentialStore:
             fresh = StoredCredential(value=value, expires_at=self._clock() + expires_in, version=version)
             self._save(appid, kind, fresh)
             self._cache(appid, kind, fresh)
+            if force and kind == CredentialKind.ACCESS_TOKEN:
+                self._redis.set(_forced_key(appid, kind), "1", ex=FORCED_RECENTLY_S)
             self._guard.count(appid, "token_fetches" if kind == CredentialKind.ACCESS_TOKEN else "ticket_fetches")
             rotated = stored is not None and stored.value != value
         if rotated and kind == CredentialKind.CARD_TICKET and self._on_ticket_rotated is not None:

@@ -4,20 +4,46 @@ from __future__ import annotations
 
 import asyncio
 from functools import lru_cache
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from cardpipe.credentials import CredentialStore
 from cardpipe.db import get_sessionmaker
 from cardpipe.settings import get_settings
 from wechat.http import WeChatHttp
 
+#: Every Redis client of the process: a dead pooled connection (Redis restarted) is found by the
+#: health check or the first failed command and replaced, with a couple of quick retries, so a
+#: request after Redis came back does not fail on a connection from before; a Redis that is away
+#: fails fast (a 503 or a deferred message), instead of hanging the caller.
+REDIS_CLIENT_OPTIONS: dict[str, Any] = {
+    "health_check_interval": 5,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+}
+REDIS_RETRIES = 2
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=0.2, base=0.02), REDIS_RETRIES)
+
+
+def _async_retry() -> AsyncRetry:
+    return AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), REDIS_RETRIES)
+
 
 @lru_cache(maxsize=1)
 def redis_client() -> Redis:
-    return Redis.from_url(get_settings().redis_url, health_check_interval=30)
+    return Redis.from_url(get_settings().redis_url, retry=_retry(), **REDIS_CLIENT_OPTIONS)
 
 
 _async_redis_clients: WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = WeakKeyDictionary()
@@ -29,7 +55,9 @@ def async_redis_client() -> AsyncRedis:
     loop = asyncio.get_running_loop()
     client = _async_redis_clients.get(loop)
     if client is None:
-        client = _async_redis_clients[loop] = AsyncRedis.from_url(get_settings().redis_url)
+        client = _async_redis_clients[loop] = AsyncRedis.from_url(
+            get_settings().redis_url, retry=_async_retry(), **REDIS_CLIENT_OPTIONS
+        )
     return client
 
 

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     #: Tickets per re-sign chunk message after an api_ticket rotation.
     resign_chunk_tickets: int = 5_000
     #: The scheduler leads while it holds a Redis lease of this length, renewed every
-    #: ``scheduler_renew_s``; a leader that cannot renew exits.
+    #: ``scheduler_renew_s``; a leader that cannot reach Redis keeps trying, one whose lease was
+    #: taken steps down to standby.
     scheduler_lease_s: float = 30.0
     scheduler_renew_s: float = 10.0
     #: How often the scheduler asks for due credential refreshes, stale re-signs and reconciles.

@@ -5,6 +5,7 @@ from models.base import Base
 from models.checkin import CheckinList, Direction, Gate, ListPolicy, Presence
 from models.event import CodeMode, Event, EventState
 from models.inbox import InboxItem, InboxSource, PushNonce
+from models.outbox import OutboxMessage
 from models.redemptions import ConsumeSync, Redemption, RedemptionResult, Revocation
 from models.tickets import Order, Ticket, TicketState
 
@@ -25,6 +26,7 @@ __all__ = [
     "MiniProgram",
     "OfficialAccount",
     "Order",
+    "OutboxMessage",
     "Presence",
     "PushNonce",
     "Redemption",

@@ -22,7 +22,7 @@ class CodeMode(StrEnum):
 class EventState(StrEnum):
     DRAFT = "draft"
     PREISSUING = "preissuing"
-    #: Every imported order had all its tickets when the last pre-issue chunk committed.
+    #: Every imported order has all its tickets and WeChat's stock covers them.
     ISSUED = "issued"
 
 
@@ -66,5 +66,8 @@ class Event(Base):
     wechat_stock_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: IANA time zone of the venue: "per day" limits count days here.
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai", server_default="Asia/Shanghai")
+    #: Tickets WeChat's stock was last made to cover (the planner records it after raising the
+    #: stock). The event reads ``issued`` only while this covers ``tickets_total``.
+    stock_covered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

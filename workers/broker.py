@@ -16,6 +16,7 @@ from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from cardpipe.settings import get_settings
 from workers.middleware import ActorMetrics, DeadLetterReasons, WorkerQueues
+from workers.outbox import OutboxRelay
 from workers.quota_retries import QuotaAwareRetries
 
 QUEUES = ("preissue", "claims", "events", "wechat", "maintenance")
@@ -38,6 +39,7 @@ def build_broker(redis_url: str) -> RedisBroker:
         from dramatiq.middleware.prometheus import Prometheus
 
         broker.add_middleware(Prometheus())
+    broker.add_middleware(OutboxRelay())
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

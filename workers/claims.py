@@ -22,6 +22,7 @@ from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import claim_cache, inbox
 from cardpipe.services.claim_results import StoredResult, apply, awaits_push
 from cardpipe.settings import get_settings
+from workers.outbox import record_and_send
 
 MAX_RETRIES = 10
 
@@ -53,4 +54,18 @@ def process_client_result(inbox_id: int, push_awaited: bool = False) -> None:
         raise
     if waiting:
         process_client_result.send_with_options(args=(inbox_id,), kwargs={"push_awaited": True}, delay=grace_ms)
-    claim_cache.invalidate(redis_client(), stale)
+    invalidate_or_queue(stale)
+
+
+@dramatiq.actor(queue_name="claims", max_retries=MAX_RETRIES, min_backoff=500, max_backoff=10_000)
+def invalidate_claims(cache_keys: list[str]) -> None:
+    """Drop poll records a committed change made stale (queued through the outbox by writers
+    that could not reach Redis themselves)."""
+    claim_cache.invalidate(redis_client(), cache_keys)
+
+
+def invalidate_or_queue(cache_keys: list[str]) -> None:
+    """Drop the poll records of a committed change; with Redis away, leave it to the outbox (a
+    retry of the message that made the change would find nothing left to do, nor to invalidate)."""
+    if cache_keys and not claim_cache.invalidate_quietly(redis_client(), cache_keys):
+        record_and_send(invalidate_claims.actor_name, cache_keys)

@@ -29,7 +29,7 @@ from cardpipe.services.claim_confirmation import look_up, still_unconfirmed, unc
 from cardpipe.settings import get_settings
 from models import CredentialKind, Event, EventState, OfficialAccount
 from wechat.errors import ConfigurationError
-from workers.preissue import issue_orders
+from workers.preissue import issue_orders, plan_preissue
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,10 @@ def confirm_claims(appid: str, ticket_ids: list[int]) -> None:
 
 @dramatiq.actor(queue_name="maintenance", max_retries=3)
 def requeue_missing_tickets() -> None:
-    """Orders of pre-issues started a while ago that still lack tickets go back to
-    ``issue_orders`` (an event at most once per ``preissue_stuck_after_s``)."""
+    """Pre-issues started a while ago and not done go back to work (an event at most once per
+    ``preissue_stuck_after_s``): an event whose stock the planner never recorded as covering its
+    tickets (its message was lost or dead-lettered) gets its planner again, which raises the stock
+    and sends the missing orders; otherwise its orders still lacking tickets go to ``issue_orders``."""
     stuck_after = get_settings().preissue_stuck_after_s
     cutoff = datetime.now(UTC) - timedelta(seconds=stuck_after)
     with session_scope() as session:
@@ -213,7 +215,11 @@ def requeue_missing_tickets() -> None:
         if not redis_client().set(f"cardpipe:reissue:{event_id}", "1", nx=True, ex=max(1, int(stuck_after))):
             continue
         with session_scope() as session:
-            order_ids = preissue.orders_missing_tickets(session, event_id, REISSUE_ORDERS_PER_RUN)
+            replan = preissue.stock_uncovered(session, event_id)
+            order_ids = [] if replan else preissue.orders_missing_tickets(session, event_id, REISSUE_ORDERS_PER_RUN)
+        if replan:
+            plan_preissue.send(event_id)
+            log.warning("event %s: its stock does not cover its tickets; planner sent again", event_id)
         for chunk in _batches(order_ids, REISSUE_ORDERS_PER_MESSAGE):
             issue_orders.send(event_id, chunk)
         if order_ids:

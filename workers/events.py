@@ -29,8 +29,7 @@ from sqlalchemy.orm import Session
 import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
 from cardpipe.db import session_scope
 from cardpipe.outbound import deferral_ms
-from cardpipe.runtime import redis_client
-from cardpipe.services import card_audit, claim_cache, claims, inbox, tenancy
+from cardpipe.services import card_audit, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.redemptions import record_wechat_consume
 from models import Ticket
@@ -43,6 +42,7 @@ from wechat.events import (
     UserGetCard,
     parse_event,
 )
+from workers.claims import invalidate_or_queue
 
 MAX_RETRIES = 10
 
@@ -160,4 +160,4 @@ def process_push(inbox_id: int) -> None:
         if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
             inbox.record_failure(inbox_id, exc)
         raise
-    claim_cache.invalidate(redis_client(), stale)
+    invalidate_or_queue(stale)

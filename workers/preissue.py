@@ -1,6 +1,7 @@
 """Pre-issue actors on the ``preissue`` queue. Messages carry ids only; both actors are safe to
 run twice (see :mod:`cardpipe.services.preissue`). WeChat quota and transport errors propagate
-to dramatiq's retries."""
+to dramatiq's retries. The planner's chunks go through the outbox (``workers.outbox``): a chunk
+Redis refuses is sent by the relay once it is back."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import preissue
 from cardpipe.settings import get_settings
+from workers.outbox import record_and_send
 
 #: The planner reads the stock, may deposit codes for a million tickets (10,000 WeChat calls)
 #: and streams every order id into chunk messages.
@@ -38,7 +40,7 @@ def plan_preissue(event_id: int) -> None:
         event_id,
         sessions=session_scope,
         card_api=credential_store().card_api,
-        send_chunk=issue_orders.send,
+        send_chunk=lambda event_id, chunk: record_and_send(issue_orders.actor_name, event_id, chunk),
         chunk_tickets=get_settings().preissue_chunk_tickets,
         stock_lock=lock,
     )

@@ -33,7 +33,7 @@ from rich.text import Text
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, preissue
+from cardpipe.services import events, order_import, outbox, preissue
 from models import CodeMode
 from models.event import UNAMBIGUOUS_ALPHABET
 from wechat.errors import WeChatError
@@ -177,6 +177,7 @@ def _progress_table(progress: preissue.Progress) -> Table:
     table = Table(title=f"event {progress.event_id}: {progress.state}", show_header=False)
     table.add_row("orders complete", f"{progress.orders_complete:,} / {progress.orders_total:,}")
     table.add_row("tickets issued", f"{progress.tickets_issued:,} / {progress.tickets_total:,}")
+    table.add_row("stock covers", f"{progress.stock_covered:,} / {progress.tickets_total:,}")
     for state, count in (progress.tickets_by_state or {}).items():
         table.add_row(f"  {state}", f"{count:,}")
     return table
@@ -204,7 +205,7 @@ def _watch(event_id: int) -> None:
         while True:
             current = _read_progress(event_id)
             bar.update(task, total=max(current.tickets_total, 1), completed=current.tickets_issued)
-            if current.state == "issued" or current.orders_complete >= current.orders_total > 0:
+            if current.state == "issued":
                 break
             time.sleep(WATCH_INTERVAL_S)
     console.print(_progress_table(_read_progress(event_id, by_state=True)))
@@ -215,17 +216,19 @@ def start_preissue(
     watch: bool = typer.Option(False, "--watch", "-w", help="Follow progress: done, rate and ETA."),
 ) -> None:
     """Start pre-issuing an event's tickets (the workers do it)."""
+    from workers.outbox import flush
     from workers.preissue import plan_preissue
 
     try:
         with session_scope() as session:
             event = preissue.start_preissue(session, event_id)
             state = event.state
+            planner = outbox.add(session, plan_preissue.actor_name, event_id)
     except events.UnknownEvent as exc:
         raise _fail(str(exc)) from None
     except preissue.PreissueError as exc:
         raise _fail(str(exc)) from None
-    plan_preissue.send(event_id)
+    flush([planner])
     console.print(f"event {event_id} is {state}; the planner is queued")
     if watch:
         try:

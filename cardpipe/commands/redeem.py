@@ -26,6 +26,7 @@ def redeem(
 ) -> None:
     """Redeem one ticket code at a gate."""
     from cardpipe.routes.redemptions import RedemptionIn
+    from workers.outbox import sender
     from workers.redemptions import consume_redeemed_code
 
     console = Console(highlight=False)
@@ -43,7 +44,7 @@ def redeem(
         console.print(f"[bold]error:[/bold] {exc}", style="yellow")
         raise typer.Exit(2) from exc
     if answer.queue_consume:
-        redemptions.queue_quietly(consume_redeemed_code.send, answer.redemption_id)
+        redemptions.queue_quietly(sender(consume_redeemed_code), answer.redemption_id)
     replayed = " (repeated scan)" if answer.replayed else ""
     if answer.ok:
         console.print(f"OK {answer.code}: {answer.message()}{replayed}", style="bold green")

@@ -10,6 +10,8 @@ import uvicorn
 
 from workers.broker import QUEUES
 
+CONSUMER_RESTART_DELAY_MS = 500
+
 
 def api(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
@@ -38,6 +40,8 @@ def worker(
         "--worker-shutdown-timeout", str(shutdown_timeout_s * 1000),
         "--queues", *queues,
     ]  # fmt: skip
+    # A consumer that lost Redis reconnects after this long (dramatiq's default: 3 s).
+    os.environ.setdefault("dramatiq_restart_delay", str(CONSUMER_RESTART_DELAY_MS))
     os.execv(sys.executable, args)
 
 

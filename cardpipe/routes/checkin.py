@@ -19,6 +19,7 @@ from cardpipe.routes.schemas import ERRORS, ErrorResponse
 from cardpipe.services import redemptions
 from cardpipe.services.checkin import end_of_event, gates, lists, occupancy, offline_sync
 from models import CheckinList, ListPolicy
+from workers.outbox import sender
 from workers.redemptions import consume_redeemed_code
 
 router = APIRouter(prefix="/v1/admin/events", tags=["venue"], dependencies=[AdminOnly], responses=ERRORS)
@@ -225,5 +226,5 @@ def consume_at_end(
     except (lists.UnknownList, lists.ListError) as exc:
         raise _refused(exc) from exc
     for redemption_id in queued:
-        background.add_task(redemptions.queue_quietly, consume_redeemed_code.send, redemption_id)
+        background.add_task(redemptions.queue_quietly, sender(consume_redeemed_code), redemption_id)
     return EndConsumeOut(consumes_queued=len(queued))

@@ -4,7 +4,8 @@ The common case is one Redis round trip (the pre-serialized answer and the OA's 
 ticket version, one ``MGET``), an in-process check of the session token, and the bytes out: no
 database, no write. A missing record, or one signed by an older card ticket than the current one,
 is rebuilt from the database in a worker thread (re-signing first), so a stale signature is
-never handed out.
+never handed out. With Redis away every poll is rebuilt from the database (and not cached); a
+poll that needs what only Redis has answers 503 with ``Retry-After``, never 500.
 
 Profiling showed FastAPI's routing and dependency resolution costing more than the poll's own
 work (the same poll as a FastAPI route with its dependencies made about a third of the requests
@@ -22,16 +23,20 @@ import re
 from dataclasses import dataclass
 
 from fastapi.concurrency import run_in_threadpool
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.runtime import async_redis_client, credential_store, redis_client
-from cardpipe.services import claim_cache, claims, sessions
+from cardpipe.services import claim_cache, claims, outbox, sessions
 from cardpipe.services.claim_cache import CachedClaim
 from cardpipe.services.claims import ClaimStatus, OrderRef
 from cardpipe.services.poll_tally import PollTally
 from cardpipe.services.sessions import InvalidSession, MpSession
 from wechat.errors import WeChatError
+from workers.outbox import flush
 from workers.preissue import issue_orders
 
 #: An order number as the path carries it: printable ASCII but ``/``, at most 64 characters.
@@ -63,24 +68,48 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def request_issue(to_issue: list[tuple[int, int]]) -> None:
     """Queue the just-in-time issue of orders that were not pre-issued (pre-issue's idempotent
-    ``issue_orders``), at most once per order in ``claim_cache.JIT_RESEND_S``."""
-    redis = redis_client()
-    for event_id, order_id in to_issue:
-        if claim_cache.first_issue_request(redis, order_id):
-            issue_orders.send(event_id, [order_id])
+    ``issue_orders``), through the outbox, at most once per order in ``claim_cache.JIT_RESEND_S``
+    (every time while Redis is away: the outbox keeps them until it is back)."""
+    wanted = [[event_id, [order_id]] for event_id, order_id in to_issue if _first_issue_request(order_id)]
+    if wanted:
+        with session_scope() as session:
+            intents = outbox.add_many(session, issue_orders.actor_name, wanted)
+        flush(intents)
+
+
+def _first_issue_request(order_id: int) -> bool:
+    try:
+        return claim_cache.first_issue_request(redis_client(), order_id)
+    except RedisError:
+        return True
+
+
+def card_ticket(appid: str) -> StoredCredential:
+    """The account's card ticket, from the database while Redis is away (see
+    :func:`claims.card_ticket_even_without_redis`)."""
+    return claims.card_ticket_even_without_redis(credential_store(), appid)
 
 
 def rebuild(refs: list[OrderRef]) -> dict[str, CachedClaim]:
     """Build one caller's claims from the database and cache them (order number → claim). Raises
-    ``claims.UnknownOrders``, building nothing, if the caller lacks any of the orders."""
+    ``claims.UnknownOrders``, building nothing, if the caller lacks any of the orders. With Redis
+    away the claims are built and served, not cached."""
     redis = redis_client()
-    seen = claim_cache.generations(redis, [ref.cache_key for ref in refs])
+    try:
+        seen: list[bytes] | None = claim_cache.generations(redis, [ref.cache_key for ref in refs])
+    except RedisError:
+        seen = None
     with session_scope() as session:
-        built = claims.build_claims(session, refs, card_ticket=credential_store().card_ticket)
-    for ref, generation in zip(refs, seen, strict=True):
-        if (answer := built.get(ref.order_no)) is not None:
-            claim_cache.store_if_current(redis, ref.cache_key, answer.claim, generation, answer.ttl_ms)
-            request_issue(answer.to_issue)
+        built = claims.build_claims(session, refs, card_ticket=card_ticket)
+    to_issue = [order for answer in built.values() for order in answer.to_issue]
+    if seen is not None:
+        try:
+            for ref, generation in zip(refs, seen, strict=True):
+                if (answer := built.get(ref.order_no)) is not None:
+                    claim_cache.store_if_current(redis, ref.cache_key, answer.claim, generation, answer.ttl_ms)
+        except RedisError:
+            pass  # served from the database this time
+    request_issue(to_issue)
     return {order_no: answer.claim for order_no, answer in built.items()}
 
 
@@ -89,7 +118,10 @@ async def current_claims(session: MpSession, order_nos: list[str]) -> dict[str, 
     rebuilt (re-signed if stale) in a worker thread. Raises ``claims.UnknownOrders`` if the caller
     lacks one, ``WeChatError`` if a re-sign needed a card ticket WeChat would not give."""
     refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
-    cached = await claim_cache.read_many(async_redis_client(), [ref.cache_key for ref in refs], session.oa_appid)
+    try:
+        cached = await claim_cache.read_many(async_redis_client(), [ref.cache_key for ref in refs], session.oa_appid)
+    except RedisError:
+        cached = [None] * len(refs)  # Redis away: answer from the database
     answers = {ref.order_no: claim for ref, claim in zip(refs, cached, strict=True) if claim is not None}
     missing = [ref for ref in refs if ref.order_no not in answers]
     if missing:
@@ -117,6 +149,9 @@ async def poll_answer(authorization: str | None, order_no: str, if_none_match: s
     except WeChatError as exc:
         detail = f"WeChat did not answer usefully (errcode {exc.errcode}); retry shortly"
         return _error(503, detail, **{"retry-after": RETRY_AFTER_S})
+    except (RedisError, OperationalError) as exc:
+        service = "Redis" if isinstance(exc, RedisError) else "the database"
+        return _error(503, f"{service} is unavailable; retry shortly", **{"retry-after": RETRY_AFTER_S})
     # The payload holds ticket codes: never stored by a cache (the client revalidates by ETag).
     headers = {"etag": claim.etag, "cache-control": "no-store"}
     if claim.status == ClaimStatus.PENDING:

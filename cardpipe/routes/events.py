@@ -22,10 +22,11 @@ from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Unprocessable
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, preissue
+from cardpipe.services import events, order_import, outbox, preissue
 from models import CodeMode, Event, MiniProgram, OfficialAccount
 from models.event import UNAMBIGUOUS_ALPHABET
 from wechat.errors import ConfigurationError, WeChatError
+from workers.outbox import flush
 from workers.preissue import plan_preissue
 
 router = APIRouter(prefix="/v1/admin/events", tags=["events"], dependencies=[AdminOnly], responses=ERRORS)
@@ -126,6 +127,7 @@ class ProgressOut(BaseModel):
     orders_complete: int
     tickets_total: int
     tickets_issued: int
+    stock_covered: int = Field(description="Tickets WeChat's stock was raised to cover; `issued` needs all of them")
     preissue_started_at: datetime | None
     tickets_by_state: dict[str, int] | None
 
@@ -287,11 +289,12 @@ def start_preissue(event_id: EventId) -> PreissueStartedOut:
         with session_scope() as session:
             event = preissue.start_preissue(session, event_id)
             state = event.state
+            planner = outbox.add(session, plan_preissue.actor_name, event_id)
     except events.UnknownEvent as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except preissue.PreissueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    plan_preissue.send(event_id)
+    flush([planner])
     return PreissueStartedOut(event_id=event_id, state=state, progress_url=f"{router.prefix}/{event_id}/progress")
 
 

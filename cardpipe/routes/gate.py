@@ -19,6 +19,7 @@ from cardpipe.routes.schemas import ERRORS
 from cardpipe.services import redemptions
 from cardpipe.services.checkin import offline_sync, snapshot
 from models import Direction, RedemptionResult
+from workers.outbox import sender
 from workers.redemptions import consume_redeemed_code
 
 router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERRORS)
@@ -92,7 +93,7 @@ def upload_scans(body: UploadIn, gate: OwnGate, background: BackgroundTasks) -> 
     with session_scope() as session:
         report = offline_sync.merge(session, gate, scans)
     for redemption_id in report.consumes:
-        background.add_task(redemptions.queue_quietly, consume_redeemed_code.send, redemption_id)
+        background.add_task(redemptions.queue_quietly, sender(consume_redeemed_code), redemption_id)
     return UploadOut(
         recorded=report.recorded,
         duplicates=report.duplicates,

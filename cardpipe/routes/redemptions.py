@@ -19,6 +19,7 @@ from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, Inbo
 from cardpipe.services import redemption_report, redemptions, revocations
 from cardpipe.services.checkin.gates import GateIdentity
 from models import ConsumeSync, Direction, RedemptionResult
+from workers.outbox import sender
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
 
 router = APIRouter(tags=["redemptions"], responses=ERRORS)
@@ -103,7 +104,7 @@ def redeem(body: RedemptionIn, background: BackgroundTasks, identity: GateScope)
     except redemptions.RedemptionRefused as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     if answer.queue_consume:
-        background.add_task(redemptions.queue_quietly, consume_redeemed_code.send, answer.redemption_id)
+        background.add_task(redemptions.queue_quietly, sender(consume_redeemed_code), answer.redemption_id)
     out = RedemptionOut(
         ok=answer.ok,
         result=answer.result,
@@ -150,7 +151,7 @@ def revoke(ticket_id: TicketId, body: RevocationIn | None = None) -> RevocationO
     """Revoke a ticket: later scans answer ``revoked``; its WeChat code is made unavailable."""
     reason = body.reason if body else ""
     try:
-        outcome = revocations.revoke_ticket(ticket_id, reason, queue_unavailable=make_code_unavailable.send)
+        outcome = revocations.revoke_ticket(ticket_id, reason, queue_unavailable=sender(make_code_unavailable))
     except revocations.TicketNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except revocations.NotRevocable as exc:

@@ -16,14 +16,17 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, status
 from fastapi.responses import PlainTextResponse
 
 from cardpipe.db import get_engine
+from cardpipe.routes.outages import ride_out_database_restart
 from cardpipe.runtime import redis_client
 from cardpipe.services import pushes
+from cardpipe.services.outbox import Intent
 from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
 from cardpipe.services.readiness import signals
 from cardpipe.settings import get_settings
 from wechat.errors import SignatureError
 from wechat.events import EventParseError
 from workers.events import process_push
+from workers.outbox import flush
 
 router = APIRouter(prefix="/wechat", tags=["wechat"])
 
@@ -106,14 +109,17 @@ def receive_push(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except NotAnEvent:
         return PlainTextResponse("success")
-    # Autocommit INSERTs (the replay guard's pair, then the inbox row): the push is durable when
-    # they return.
+
+    # The replay guard's pair, the inbox row and its outbox intent commit together; then the
+    # intent is sent at once.
+    def store() -> Intent | None:
+        with get_engine().begin() as connection:
+            return pushes.store_and_queue(connection, account, query, body, event, xml, actor=process_push.actor_name)
+
     try:
-        with get_engine().connect() as connection:
-            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-            inbox_id = pushes.store(autocommit, account, query, body, event, xml)
+        intent = ride_out_database_restart(store)
     except SignatureError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
-    if inbox_id is not None:
-        process_push.send(inbox_id)
+    if intent is not None:
+        flush([intent])
     return PlainTextResponse("success")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 
 from cardpipe.credentials import card_ticket_cache_key
 
@@ -117,6 +118,15 @@ def invalidate(redis: Redis, keys: Iterable[str]) -> None:
         count += 1
     if count:
         pipe.execute()
+
+
+def invalidate_quietly(redis: Redis, keys: Iterable[str]) -> bool:
+    """:func:`invalidate`, or False with Redis away (the caller has queued it through the outbox)."""
+    try:
+        invalidate(redis, keys)
+    except RedisError:
+        return False
+    return True
 
 
 def first_issue_request(redis: Redis, order_id: int) -> bool:

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from cardpipe.credentials import StoredCredential
+from cardpipe.credentials import CredentialStore, StoredCredential
 from cardpipe.services.claim_cache import CachedClaim, record_key
 from cardpipe.services.resign import resign_tickets
 from cardpipe.services.ticket_signing import sign_card_ext
-from models import Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
+from models import CredentialKind, Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 
 #: What a pending poll tells the client to wait before polling again.
 RETRY_AFTER_MS = 1_000
@@ -391,3 +392,15 @@ def cache_keys(session: Session, order_ids: Collection[int]) -> list[str]:
         .where(Order.id.in_(set(order_ids)))
     ).all()
     return [record_key(*row) for row in rows]
+
+
+def card_ticket_even_without_redis(store: CredentialStore, appid: str) -> StoredCredential:
+    """The account's card ticket; with Redis away, the one the database holds while it is still
+    valid (signing a claim needs no Redis, only a refresh does)."""
+    try:
+        return store.card_ticket(appid)
+    except RedisError:
+        stored = store.stored(appid, CredentialKind.CARD_TICKET)
+        if stored is None or stored.remaining(datetime.now(UTC).timestamp()) <= 0:
+            raise
+        return stored

@@ -9,6 +9,10 @@ Three steps, each safe to run any number of times:
   ``preissue_chunk_tickets`` tickets: one message per chunk, carrying order ids only.
 * :func:`issue_orders` creates the missing tickets of some orders, signed and ``ready``.
 
+The event reads ``issued`` only when every order has its tickets *and* the planner recorded that
+WeChat's stock covers them (``stock_covered``): tickets issued by a reconcile while the planner's
+message was lost leave the event ``preissuing``, and the reconcile sends the planner again.
+
 Codes are drawn with a CSPRNG; the database's unique ``(card_id, code)`` is the arbiter, and a
 colliding code is redrawn, never a failure. Writes are set-based, one round trip per chunk: on
 PostgreSQL one ``COPY`` straight into ``tickets`` inside a savepoint; should a unique key refuse
@@ -91,6 +95,7 @@ class Progress:
     orders_complete: int
     tickets_total: int
     tickets_issued: int
+    stock_covered: int
     preissue_started_at: datetime | None
     #: Tickets per state; None when not asked for (it is a count over every ticket of the event).
     tickets_by_state: dict[str, int] | None = None
@@ -138,6 +143,7 @@ def preissue_progress(session: Session, event_id: int, *, by_state: bool = True)
         orders_complete=event.orders_complete,
         tickets_total=event.tickets_total,
         tickets_issued=event.tickets_issued,
+        stock_covered=event.stock_covered,
         preissue_started_at=event.preissue_started_at,
         tickets_by_state=counts,
     )
@@ -303,6 +309,7 @@ def plan_preissue(
             api.modify_stock(plan.card_id, increase=shortfall)
         with sessions() as session:
             _record_stock(session, event_id, stock + shortfall, plan.tickets_received)
+            _record_stock_covered(session, event_id, plan.tickets_total)
     log.info(
         "event %s: stock %d raised by %d for %d tickets (%d already received), %d codes deposited",
         event_id,
@@ -318,8 +325,7 @@ def plan_preissue(
             send_chunk(event_id, chunk)
             orders += len(chunk)
             chunks += 1
-        if not chunks:
-            _finish_if_complete(session, event_id)
+        _finish_if_complete(session, event_id)
     log.info("event %s: %d orders sent in %d chunks", event_id, orders, chunks)
     return PlanOutcome(orders, chunks, stock, shortfall, deposited)
 
@@ -332,6 +338,17 @@ def _record_stock(session: Session, event_id: int, stock: int, received: int) ->
     )
 
 
+def _record_stock_covered(session: Session, event_id: int, tickets: int) -> None:
+    """WeChat's stock now covers ``tickets`` tickets of the event (never lowered: a later,
+    smaller count is an older planner's)."""
+    session.execute(
+        update(Event)
+        .where(Event.id == event_id, Event.stock_covered < tickets)
+        .values(stock_covered=tickets)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _finish_if_complete(session: Session, event_id: int) -> None:
     session.execute(
         update(Event)
@@ -339,10 +356,17 @@ def _finish_if_complete(session: Session, event_id: int) -> None:
             Event.id == event_id,
             Event.state == EventState.PREISSUING,
             Event.orders_complete >= Event.orders_total,
+            Event.stock_covered >= Event.tickets_total,
         )
         .values(state=EventState.ISSUED)
         .execution_options(synchronize_session=False)
     )
+
+
+def stock_uncovered(session: Session, event_id: int) -> bool:
+    """Whether the event has tickets WeChat's stock was not (yet) raised for: its planner must run."""
+    row = session.execute(select(Event.stock_covered, Event.tickets_total).where(Event.id == event_id)).one_or_none()
+    return row is not None and row.stock_covered < row.tickets_total
 
 
 # --- issuing a chunk ----------------------------------------------------------------------
@@ -545,6 +569,7 @@ _COUNT_ISSUED = text(
         tickets_issued = tickets_issued + :tickets,
         orders_complete = orders_complete + :orders,
         state = CASE WHEN state = '{EventState.PREISSUING.value}' AND orders_complete + :orders >= orders_total
+                          AND stock_covered >= tickets_total
                      THEN '{EventState.ISSUED.value}' ELSE state END
     WHERE id = :event_id
     """
@@ -553,7 +578,7 @@ _COUNT_ISSUED = text(
 
 def _count_issued(session: Session, event_id: int, tickets: int, orders: int) -> None:
     """Add to the progress counters in the chunk's transaction, and mark the event issued when
-    this chunk completed its last order."""
+    this chunk completed its last order and the planner has raised the stock for every ticket."""
     session.execute(_COUNT_ISSUED, {"event_id": event_id, "tickets": tickets, "orders": orders})
 
 

@@ -14,6 +14,7 @@ from cardpipe.runtime import credential_store, redis_client, wechat_http
 from models import CredentialKind, OfficialAccount
 from tests.credentials.conftest import open_shop, token_fetches
 from tests.worlds import World
+from wechat.errors import WeChatError
 from wechat.fake import FakeWeChatControl
 
 TOKEN = CredentialKind.ACCESS_TOKEN
@@ -149,3 +150,24 @@ def test_readers_refresh_through_the_writer_with_the_configured_validity(
 def test_an_unknown_account_is_a_lookup_error(redis_url: str, engine: object) -> None:
     with pytest.raises(LookupError):
         credential_store().access_token("wxnosuchaccount")
+
+
+def test_a_forced_refresh_retried_after_its_ticket_part_failed_forces_only_the_ticket(
+    cardpipe_world: World, fake: FakeWeChatControl
+) -> None:
+    appid = cardpipe_world.oa_appid
+    _use_stable_token(appid)
+    store = credential_store()
+    fake.inject_errcode("/cgi-bin/ticket/getticket", -1, appid=appid, count=100)
+    with pytest.raises(WeChatError):
+        for kind in (TOKEN, TICKET):
+            store.refresh(appid, kind, min_validity_s=900, force=True)
+    fake.clear_faults()
+    # The operator runs the same forced refresh again: the token it forced a moment ago stays
+    token = store.access_token(appid)
+    outcomes = [store.refresh(appid, kind, min_validity_s=900, force=True) for kind in (TOKEN, TICKET)]
+    assert not outcomes[0].fetched and outcomes[0].credential.value == token
+    assert outcomes[1].fetched
+    quotas = fake.stats()["quotas"][appid]
+    assert quotas["/cgi-bin/stable_token#force"]["used"] == 1
+    assert not store.guard.status(appid).minute_pause_s

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ from requests.adapters import HTTPAdapter
 from wechat.events import CardEvent, EventParseError, parse_xml, render_encrypted_envelope, render_event
 from wechat.fake import push_crypto
 from wechat.fake.clock import OffsetClock
+
+#: Push records the fake keeps (the newest; older ones are forgotten).
+PUSH_HISTORY = 50_000
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class EventPusher:
         tries: int = 3,
         retry_delay_s: float = 0.0,
         max_workers: int = 32,  # WeChat delivers many events at once, not a few at a time
+        history: int = PUSH_HISTORY,
     ) -> None:
         self._clock = clock
         self.timeout_s = timeout_s
@@ -116,12 +121,16 @@ class EventPusher:
         self._http.mount("http://", HTTPAdapter(pool_maxsize=max_workers))
         self._http.mount("https://", HTTPAdapter(pool_maxsize=max_workers))
         self._lock = threading.Lock()
-        self._records: list[PushRecord] = []
+        # The newest pushes only: a fake that runs for days (staging, soak tests) keeps a bounded
+        # history; ids keep counting.
+        self._records: deque[PushRecord] = deque(maxlen=history)
+        self._submitted = 0
 
     def submit(self, target: PushTarget, event: CardEvent) -> int:
         with self._lock:
+            self._submitted += 1
             record = PushRecord(
-                id=len(self._records) + 1,
+                id=self._submitted,
                 appid=target.appid,
                 event=event.event,
                 card_id=event.card_id,
