@@ -7,8 +7,8 @@ live in one sorted set scored by their minute, trimmed to the newest :data:`KEPT
 the page needs no Prometheus and Redis holds a bounded amount.
 
 A sample maps a series name to ``{label: value}``. Each series is one function of a
-:class:`SampleWindow`, registered in :data:`SERIES`; a new chart's data (say "inside now" per
-check-in list) is one such function and one entry there. Series named in :data:`RUNNING_TOTALS`
+:class:`SampleWindow`, registered in :data:`SERIES`; a new chart's data is one such function
+and one entry there. Series named in :data:`RUNNING_TOTALS`
 are stored as running totals (WeChat's error counters); :func:`history` turns them into
 per-minute increases. In those and in :data:`COUNTS` a label a sample lacks was zero that minute
 (nothing counted yet); elsewhere a missing value is unknown (None).
@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cardpipe.outbound import ERRCODE_COUNTER_PREFIX, stats_key
+from cardpipe.services.checkin.occupancy import inside_everywhere
 from cardpipe.services.queues import QueueMonitor
 from models import Credential, OfficialAccount, Redemption, RedemptionResult, Ticket
 
@@ -118,6 +119,11 @@ def redemptions(window: SampleWindow) -> Labelled:
     return {str(event_id): float(count) for event_id, count in rows if event_id is not None}
 
 
+def inside_now(window: SampleWindow) -> Labelled:
+    """People inside at the minute's end, per event (each counted once, whatever the gate)."""
+    return {str(g.event_id): float(g.inside_now) for g in inside_everywhere(window.session) if g.list_id is None}
+
+
 def queue_ready(window: SampleWindow) -> Labelled:
     return {q.name: float(q.ready) for q in window.monitor.queues()}
 
@@ -161,6 +167,7 @@ SERIES: dict[str, SeriesFunction] = {
     "confirmations": confirmations,
     "confirmation_lag_s": confirmation_lag,
     "redemptions": redemptions,
+    "inside_now": inside_now,
     "queue_ready": queue_ready,
     "queue_oldest_age_s": queue_oldest_age,
     "wechat_errors": wechat_errors,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.outbound import ERRCODE_COUNTER_PREFIX, stats_key
 from cardpipe.services import ops_history
+from cardpipe.services.checkin.lists import default_list
 from cardpipe.services.queues import QueueMonitor
 from models import (
     Credential,
@@ -19,6 +20,7 @@ from models import (
     MiniProgram,
     OfficialAccount,
     Order,
+    Presence,
     Redemption,
     RedemptionResult,
     Ticket,
@@ -112,6 +114,7 @@ def play(session: Session, *, now: float) -> Launch:
     ends = [last_end - 60 * (len(SCRIPT) - 1 - i) for i in range(len(SCRIPT))]
     monitor = QueueMonitor(broker)
     redis = broker.client
+    gate_list = default_list(session, event_id)
     pending = iter(ticket_ids)
     for minute, end in zip(SCRIPT, ends, strict=True):
         start = datetime.fromtimestamp(end - 60, UTC)
@@ -143,6 +146,7 @@ def play(session: Session, *, now: float) -> Launch:
                     created_at=start + timedelta(seconds=30),
                 )
             )
+            session.add(Presence(ticket_id=ticket_id, list_id=gate_list.id, event_id=event_id, inside=True, entries=1))
         session.commit()
         if minute.errcode_40001:
             redis.hincrby(stats_key(APPID), f"{ERRCODE_COUNTER_PREFIX}40001", minute.errcode_40001)

@@ -45,6 +45,7 @@ def test_a_scripted_launch_is_charted_minute_by_minute(session: Session, clean_b
     assert series["claims"][event][-3:] == [float(m.claims) for m in SCRIPT]
     assert series["confirmations"][event][-3:] == [float(len(m.confirmation_lags_s)) for m in SCRIPT]
     assert series["redemptions"][event][-3:] == [0.0, 1.0, 2.0]
+    assert series["inside_now"][event][-3:] == [0.0, 1.0, 3.0]
     # Nearest-rank quantiles of each minute's lags.
     assert series["confirmation_lag_s"]["p50"][-3:] == [1.0, 4.0, 5.0]
     assert series["confirmation_lag_s"]["p99"][-3:] == [1.0, 30.0, 50.0]
