@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import OwnGate
-from cardpipe.routes.hygiene import page_csp
+from cardpipe.routes.hygiene import API_CSP, page_csp
 from cardpipe.routes.schemas import ERRORS
 from cardpipe.services import redemptions
 from cardpipe.services.checkin import offline_sync, snapshot
@@ -31,6 +31,10 @@ _PAGE_DIR = Path(__file__).parent / "gate_page"
 _NO_STORE = {"Cache-Control": "no-store"}
 #: The page's own scripts and styles only (they are files of this origin; nothing inline).
 _PAGE_CSP = page_csp((_PAGE_DIR / "gate.html").read_text(encoding="utf-8"))
+#: A service worker runs under the CSP delivered with its own script, not the page's: the API
+#: default (``default-src 'none'``) would refuse its fetches of the page's files, so the install
+#: fails and the page never reopens offline. It may fetch from this origin, nothing else.
+_WORKER_CSP = f"{API_CSP}; connect-src 'self'"
 
 
 class OfflineScanIn(BaseModel):
@@ -127,5 +131,9 @@ def gate_service_worker() -> FileResponse:
     return FileResponse(
         _PAGE_DIR / "sw.js",
         media_type="text/javascript",
-        headers={"Service-Worker-Allowed": "/gate", "Cache-Control": "no-cache"},
+        headers={
+            "Service-Worker-Allowed": "/gate",
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": _WORKER_CSP,
+        },
     )

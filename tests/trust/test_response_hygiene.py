@@ -31,6 +31,8 @@ def assert_hygienic(answer: requests.Response) -> None:
         ("GET", "/openapi.json"),
         ("GET", "/ops"),
         ("GET", "/docs"),
+        ("GET", "/gate"),
+        ("GET", "/gate/sw.js"),
         ("GET", "/v1/orders/NO-1/claim"),  # the poll's fast path
         ("GET", "/no/such/path"),
         ("POST", "/v1/sessions"),
@@ -61,9 +63,17 @@ def test_the_html_pages_allow_only_their_own_code(launch: Launch) -> None:
 
     # /ops has no inline script at all: its scripts are package files of this origin
     assert script_src("/ops") == ["script-src", "'self'"]
+    assert script_src("/gate") == ["script-src", "'self'"]
     docs = script_src("/docs")
     assert any(source.startswith("'sha256-") for source in docs) and "'unsafe-inline'" not in docs
     assert not any("http" in source for source in docs)
+
+
+def test_the_gate_service_worker_may_fetch_only_from_this_origin(launch: Launch) -> None:
+    # a worker runs under its own script's CSP: without connect-src it could not cache the page
+    csp = requests.get(f"{launch.api}/gate/sw.js", timeout=10).headers["content-security-policy"]
+    directives = {part.split()[0]: part.split()[1:] for part in csp.split(";") if part.strip()}
+    assert directives["default-src"] == ["'none'"] and directives["connect-src"] == ["'self'"]
 
 
 def test_the_docs_use_the_packages_assets_not_a_cdn(launch: Launch) -> None:
