@@ -20,12 +20,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("official_accounts") as batch:
-        batch.add_column(sa.Column("safe_mode", sa.Boolean(), server_default=sa.false(), nullable=False))
-        batch.add_column(sa.Column("config_error", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("config_error_since", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("config_retry_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("config_failures", sa.Integer(), server_default="0", nullable=False))
+    # Plain ADD COLUMNs (no batch rebuild): on SQLite a rebuild drops the table that
+    # mini_programs and events point at, which foreign keys forbid once rows exist.
+    op.add_column("official_accounts", sa.Column("safe_mode", sa.Boolean(), server_default=sa.false(), nullable=False))
+    op.add_column("official_accounts", sa.Column("config_error", sa.Text(), nullable=True))
+    op.add_column("official_accounts", sa.Column("config_error_since", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("official_accounts", sa.Column("config_retry_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("official_accounts", sa.Column("config_failures", sa.Integer(), server_default="0", nullable=False))
     op.create_table(
         "push_nonces",
         sa.Column("official_account_id", BigId, nullable=False),
