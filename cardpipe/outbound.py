@@ -100,13 +100,22 @@ class RateLimited(RetryableError, RateLimitExceeded):
         self.retry_at = retry_at
 
 
+class Deferred(RateLimitExceeded):
+    """Work better done a little later (nothing failed): its message comes back at ``retry_at``,
+    uncounted, and the worker logs it as routine (like :class:`RateLimited`)."""
+
+    def __init__(self, reason: str, retry_at: float) -> None:
+        super().__init__(reason)
+        self.retry_at = retry_at
+
+
 def deferral_ms(
     exc: BaseException, *, now: float | None = None, rand: Callable[[], float] = random.random
 ) -> int | None:
     """How long to defer a message that failed with ``exc``, or None if ``exc`` is not a quota or
     rate refusal (then the ordinary retry policy applies). Deferrals are not failures."""
     now = time.time() if now is None else now
-    if isinstance(exc, AccountBlocked | MinuteQuotaPause | RateLimited):
+    if isinstance(exc, AccountBlocked | MinuteQuotaPause | RateLimited | Deferred):
         delay = max(0.0, exc.retry_at - now)
     elif isinstance(exc, MinuteQuotaError):
         delay = 60.0 - now % 60.0

@@ -1,9 +1,10 @@
 """Claims queue: apply what ``wx.addCard`` returned to the Mini Program (stored in the inbox by
 ``POST /v1/orders/{order_no}/claim/result``).
 
-A successful result whose tickets WeChat has not pushed yet waits for the push once (a
-``claim_push_grace_ms`` delayed copy of its message; 0 turns the wait off), then is applied
-whatever arrived: the push makes the result's ``code/decrypt`` calls unnecessary.
+A successful result whose tickets WeChat has not pushed yet waits for the push until its message
+is ``claim_push_grace_ms`` old (0 turns the wait off; the message is deferred, uncounted, and stays
+the outbox's until it is done), then is applied whatever arrived: the push makes the result's
+``code/decrypt`` calls unnecessary.
 
 At-least-once safe: the inbox row is taken with ``FOR UPDATE SKIP LOCKED`` and marked processed
 in the same transaction as the ticket updates, which are guarded themselves. WeChat errors that
@@ -13,11 +14,14 @@ is counted on the inbox row first.
 
 from __future__ import annotations
 
+import time
+
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
 from cardpipe.db import session_scope
-from cardpipe.outbound import deferral_ms
+from cardpipe.outbound import Deferred, deferral_ms
 from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import claim_cache, inbox
 from cardpipe.services.claim_results import StoredResult, apply, awaits_push
@@ -28,7 +32,7 @@ MAX_RETRIES = 10
 
 
 @dramatiq.actor(queue_name="claims", max_retries=MAX_RETRIES)
-def process_client_result(inbox_id: int, push_awaited: bool = False) -> None:
+def process_client_result(inbox_id: int) -> None:
     store = credential_store()
     stale: list[str] = []
     try:
@@ -37,24 +41,32 @@ def process_client_result(inbox_id: int, push_awaited: bool = False) -> None:
             if payload is None:
                 return
             stored = StoredResult.model_validate_json(payload)
-            grace_ms = get_settings().claim_push_grace_ms
-            waiting = grace_ms > 0 and not push_awaited and awaits_push(session, stored)
-            if not waiting:
-                applied = apply(
-                    session,
-                    stored,
-                    decrypt=store.card_api(stored.oa_appid).code_decrypt,
-                    card_ticket=store.card_ticket,
-                )
-                inbox.mark_processed(session, inbox_id, note="; ".join(applied.notes) or None)
-                stale = stored.cache_keys if applied.orders else []
+            grace_left_s = _push_grace_left_s()
+            if grace_left_s > 0 and awaits_push(session, stored):
+                raise Deferred("waiting for WeChat's user_get_card push", time.time() + grace_left_s)
+            applied = apply(
+                session,
+                stored,
+                decrypt=store.card_api(stored.oa_appid).code_decrypt,
+                card_ticket=store.card_ticket,
+            )
+            inbox.mark_processed(session, inbox_id, note="; ".join(applied.notes) or None)
+            stale = stored.cache_keys if applied.orders else []
     except Exception as exc:
         if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
             inbox.record_failure(inbox_id, exc)
         raise
-    if waiting:
-        process_client_result.send_with_options(args=(inbox_id,), kwargs={"push_awaited": True}, delay=grace_ms)
     invalidate_or_queue(stale)
+
+
+def _push_grace_left_s() -> float:
+    """How much longer the message being processed may wait for WeChat's push (none when run
+    outside a worker)."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return 0.0
+    age_s = time.time() - message.message_timestamp / 1000
+    return get_settings().claim_push_grace_ms / 1000 - age_s
 
 
 @dramatiq.actor(queue_name="claims", max_retries=MAX_RETRIES, min_backoff=500, max_backoff=10_000)

@@ -72,7 +72,7 @@ def test_workers_and_api_see_one_token_fetch_per_expiry_and_no_40001(
     ]
     api = f"http://127.0.0.1:{port}/loadgen/{shop.appid}/{shop.card_id}"
     try:
-        wait_until(lambda: _answers(api), what="the api", timeout_s=20)
+        wait_until(lambda: _answers(api), what="the api", timeout_s=60)
         up_at = time.time()
         until = up_at + DURATION_S
         for _ in range(8):
