@@ -14,6 +14,7 @@
     wrong_event: "ticket of another event", outside_window: "outside admission hours",
     limit_reached: "all entries used", day_limit_reached: "all of today's entries used",
     already_inside: "already inside: exit first", not_inside: "not inside", capacity_full: "venue full: wait",
+    not_on_list: "ticket class not admitted here",
   };
   const $ = (id) => document.getElementById(id);
 
