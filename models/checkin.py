@@ -3,7 +3,8 @@ on each list.
 
 - A **check-in list** belongs to one event and says how its gates admit: ``single`` (the first
   entry consumes the ticket, as WeChat's ``code/consume`` does) or ``multi`` (every valid scan
-  admits), with optional limits, anti-passback, a time window and a capacity. Every event has
+  admits), the tickets it admits (every ticket of the event, or only some ticket classes),
+  with optional limits, anti-passback, a time window and a capacity. Every event has
   exactly one *default* list (a partial unique index): scans from gates no list claims use it.
 - A **gate** belongs to one list; its bearer token is stored only as a SHA-256 hash.
 - A **presence** row per (ticket, list) holds the ticket's scan history on that list as the
@@ -19,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, UTCDateTime, utcnow
@@ -62,6 +63,8 @@ class CheckinList(Base):
     window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     window_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     capacity: Mapped[int | None] = mapped_column(Integer)
+    #: The ticket classes the list admits (sorted names); NULL: every ticket of the event.
+    ticket_classes: Mapped[list[str] | None] = mapped_column(JSON)
     inside_now: Mapped[int] = mapped_column(Integer, default=0)
     #: HMAC key of the code hashes in this list's offline snapshots (hex).
     snapshot_key: Mapped[str] = mapped_column(String(64))

@@ -26,6 +26,7 @@ class RedemptionResult(StrEnum):
     ALREADY_INSIDE = "already_inside"
     NOT_INSIDE = "not_inside"
     CAPACITY_FULL = "capacity_full"
+    NOT_ON_LIST = "not_on_list"
 
 
 class ConsumeSync(StrEnum):

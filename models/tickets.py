@@ -49,6 +49,8 @@ class Order(Base):
     mp_openid: Mapped[str] = mapped_column(String(64), index=True)
     unionid: Mapped[str | None] = mapped_column(String(64))
     ticket_count: Mapped[int] = mapped_column(Integer)
+    #: The order's ticket class (``vip``, ``standard``…): check-in lists may admit only some.
+    ticket_class: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

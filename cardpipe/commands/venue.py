@@ -33,6 +33,9 @@ def add_list(
     window_start: datetime | None = typer.Option(None, formats=["%Y-%m-%dT%H:%M:%S%z"]),
     window_end: datetime | None = typer.Option(None, formats=["%Y-%m-%dT%H:%M:%S%z"]),
     capacity: int | None = typer.Option(None, min=1),
+    ticket_classes: list[str] | None = typer.Option(
+        None, "--class", help="Admit only tickets of this class (repeat for several); default: every ticket."
+    ),
 ) -> None:
     """Add a check-in list to an event."""
     settings = lists.ListSettings(
@@ -44,11 +47,13 @@ def add_list(
         window_start=window_start,
         window_end=window_end,
         capacity=capacity,
+        ticket_classes=ticket_classes or None,
     )
     try:
         with session_scope() as session:
             made = lists.create_list(session, event_id, settings)
-            console.print(f"list {made.id} {made.name!r} ({made.policy}) added to event {event_id}")
+            admits = ", ".join(made.ticket_classes) if made.ticket_classes else "every ticket"
+            console.print(f"list {made.id} {made.name!r} ({made.policy}, admits {admits}) added to event {event_id}")
     except (lists.ListError, lists.UnknownList) as exc:
         raise _fail(str(exc)) from None
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse
-from cardpipe.services import redemptions
+from cardpipe.services import redemptions, ticket_classes
 from cardpipe.services.checkin import end_of_event, gates, lists, occupancy, offline_sync
 from models import CheckinList, ListPolicy
 from workers.outbox import sender
@@ -40,6 +40,17 @@ class ListIn(BaseModel):
     window_start: datetime | None = Field(default=None, description="No entry before (timezone required)")
     window_end: datetime | None = Field(default=None, description="No entry after (timezone required)")
     capacity: int | None = Field(default=None, ge=1, le=10_000_000, description="Most people inside through it")
+    ticket_classes: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=ticket_classes.MAX_CLASSES_PER_LIST,
+        description="The ticket classes admitted (the orders' ticket_class); absent or null: every ticket",
+    )
+
+    @field_validator("ticket_classes")
+    @classmethod
+    def _classes(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else ticket_classes.check_classes(value)
 
     @field_validator("window_start", "window_end")
     @classmethod
@@ -129,6 +140,7 @@ def _list_out(item: CheckinList) -> ListOut:
         window_start=item.window_start,
         window_end=item.window_end,
         capacity=item.capacity,
+        ticket_classes=item.ticket_classes,
     )
 
 

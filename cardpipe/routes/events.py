@@ -242,8 +242,8 @@ async def import_orders(
     fmt: Annotated[order_import.ImportFormat | None, Query(alias="format")] = None,
     reject_conflicts: bool = Query(False, description="Reject the whole import if any order conflicts"),
 ) -> ImportOut | JSONResponse:
-    """Import orders: CSV with a header (order_no, openid, unionid (optional), ticket_count) or
-    JSON lines with those keys, streamed.
+    """Import orders: CSV with a header (order_no, openid, unionid (optional), ticket_count,
+    ticket_class (optional)) or JSON lines with those keys, streamed.
 
     One import is one transaction. A malformed file (not UTF-8, bad CSV quoting, a missing
     column, a bad row, an order_no twice in the file) is a 422 listing the problems by line, and

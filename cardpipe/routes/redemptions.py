@@ -179,6 +179,7 @@ class ResultCounts(BaseModel):
     already_inside: int = 0
     not_inside: int = 0
     capacity_full: int = 0
+    not_on_list: int = 0
 
 
 class GateCounts(BaseModel):

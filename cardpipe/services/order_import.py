@@ -2,7 +2,8 @@
 
 The file is read one physical line at a time (memory stays flat whatever its size): each line
 must be UTF-8, each row is checked (order_no, the buyer's MP openid, an optional unionid, a ticket
-count of at least 1) and valid rows go to a temporary staging table (``COPY`` on PostgreSQL).
+count of at least 1, an optional ticket class) and valid rows go to a temporary staging table
+(``COPY`` on PostgreSQL).
 Whatever needs the whole file — an order_no repeated inside it, an order_no already stored with
 other data — is then found by SQL over the staging table, not in Python memory.
 
@@ -32,6 +33,7 @@ from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
 from cardpipe.services.events import UnknownEvent
+from cardpipe.services.ticket_classes import check_class
 from models import Event
 
 #: A buyer rarely holds more tickets than WeChat lets one person receive of a card (get_limit).
@@ -52,6 +54,8 @@ COLUMN_ALIASES = {
     "unionid": "unionid",
     "ticket_count": "ticket_count",
     "tickets": "ticket_count",
+    "ticket_class": "ticket_class",
+    "class": "ticket_class",
 }
 REQUIRED_COLUMNS = ("order_no", "openid", "ticket_count")
 _STAGING = "order_import_staging"
@@ -87,13 +91,14 @@ class OrderRow:
     openid: str
     unionid: str | None
     ticket_count: int
+    ticket_class: str | None = None
 
 
 @dataclass(frozen=True)
 class Conflict:
     line: int
     order_no: str
-    #: Which stored values differ from the file's: openid, unionid, ticket_count.
+    #: Which stored values differ from the file's: openid, unionid, ticket_count, ticket_class.
     fields: tuple[str, ...]
 
 
@@ -135,7 +140,7 @@ def _lines(stream: IO[bytes], progress: Progress | None) -> Iterator[str]:
             raise ImportRejected([LineError(number, reason)]) from None
 
 
-def _check_row(line: int, order_no: Any, openid: Any, unionid: Any, count: Any) -> OrderRow:
+def _check_row(line: int, order_no: Any, openid: Any, unionid: Any, count: Any, ticket_class: Any = None) -> OrderRow:
     """One row's values, or ValueError with the reason."""
     if not isinstance(order_no, str) or not order_no:
         raise ValueError("order_no is missing")
@@ -153,7 +158,8 @@ def _check_row(line: int, order_no: Any, openid: Any, unionid: Any, count: Any) 
         raise ValueError("ticket_count must be a whole number")
     if not 1 <= count <= MAX_TICKETS_PER_ORDER:
         raise ValueError(f"ticket_count must be 1..{MAX_TICKETS_PER_ORDER}, got {count}")
-    return OrderRow(line, order_no, openid, unionid, count)
+    ticket_class = None if ticket_class in ("", None) else check_class(ticket_class)
+    return OrderRow(line, order_no, openid, unionid, count, ticket_class)
 
 
 def _csv_rows(lines: Iterator[str]) -> Iterator[OrderRow | LineError]:
@@ -170,8 +176,9 @@ def _csv_rows(lines: Iterator[str]) -> Iterator[OrderRow | LineError]:
         raise ImportRejected([LineError(reader.line_num, f"missing column(s) {', '.join(missing)} in the header")])
     if len(set(names)) != len(names):
         raise ImportRejected([LineError(reader.line_num, "a column appears twice in the header")])
-    position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "unionid") if name in names}
+    position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "unionid", "ticket_class") if name in names}
     unionid_at = position.get("unionid")
+    class_at = position.get("ticket_class")
     while True:
         start = reader.line_num + 1
         try:
@@ -193,6 +200,7 @@ def _csv_rows(lines: Iterator[str]) -> Iterator[OrderRow | LineError]:
                 values[position["openid"]],
                 None if unionid_at is None else values[unionid_at],
                 values[position["ticket_count"]],
+                None if class_at is None else values[class_at],
             )
         except ValueError as exc:
             yield LineError(start, str(exc))
@@ -222,7 +230,9 @@ def _jsonl_rows(lines: Iterator[str]) -> Iterator[OrderRow | LineError]:
         if isinstance(order_no, int) and not isinstance(order_no, bool):
             order_no = str(order_no)
         try:
-            yield _check_row(number, order_no, data["openid"], data.get("unionid"), data["ticket_count"])
+            yield _check_row(
+                number, order_no, data["openid"], data.get("unionid"), data["ticket_count"], data.get("ticket_class")
+            )
         except ValueError as exc:
             yield LineError(number, str(exc))
 
@@ -265,7 +275,8 @@ class _Staging:
         connection.execute(
             text(
                 f"CREATE TEMP TABLE {_STAGING} (line INTEGER NOT NULL, order_no VARCHAR(64) NOT NULL, "
-                f"mp_openid VARCHAR(64) NOT NULL, unionid VARCHAR(64), ticket_count INTEGER NOT NULL) {suffix}"
+                f"mp_openid VARCHAR(64) NOT NULL, unionid VARCHAR(64), ticket_count INTEGER NOT NULL, "
+                f"ticket_class VARCHAR(32)) {suffix}"
             )
         )
 
@@ -277,12 +288,16 @@ class _Staging:
         assert isinstance(raw, psycopg.Connection)
         count = 0
         with raw.cursor().copy(
-            f"COPY {_STAGING} (line, order_no, mp_openid, unionid, ticket_count) FROM STDIN"
+            f"COPY {_STAGING} (line, order_no, mp_openid, unionid, ticket_count, ticket_class) FROM STDIN"
         ) as copy:
             buffer: list[str] = []
             for row in rows:
                 unionid = row.unionid or "\\N"
-                buffer.append(f"{row.line}\t{_copy_text(row.order_no)}\t{row.openid}\t{unionid}\t{row.ticket_count}\n")
+                ticket_class = "\\N" if row.ticket_class is None else _copy_text(row.ticket_class)
+                buffer.append(
+                    f"{row.line}\t{_copy_text(row.order_no)}\t{row.openid}\t{unionid}\t{row.ticket_count}"
+                    f"\t{ticket_class}\n"
+                )
                 if len(buffer) >= 10_000:
                     copy.write("".join(buffer))
                     count += len(buffer)
@@ -293,8 +308,8 @@ class _Staging:
 
     def _insert(self, rows: Iterator[OrderRow]) -> int:
         statement = text(
-            f"INSERT INTO {_STAGING} (line, order_no, mp_openid, unionid, ticket_count) "
-            "VALUES (:line, :order_no, :openid, :unionid, :ticket_count)"
+            f"INSERT INTO {_STAGING} (line, order_no, mp_openid, unionid, ticket_count, ticket_class) "
+            "VALUES (:line, :order_no, :openid, :unionid, :ticket_count, :ticket_class)"
         )
         count = 0
         batch: list[dict[str, object]] = []
@@ -320,15 +335,17 @@ _REPEATS = text(
     LIMIT {MAX_REPORTED}
     """
 )
+#: The stored values an import compares, in the order of ``_CONFLICTS``' flags.
+_COMPARED = ("openid", "unionid", "ticket_count", "ticket_class")
 _REPEATED_LINES = text(f"SELECT count(*) - count(DISTINCT order_no) FROM {_STAGING}")
 _DIFFERS = (
     "(o.mp_openid <> s.mp_openid OR coalesce(o.unionid, '') <> coalesce(s.unionid, '') "
-    "OR o.ticket_count <> s.ticket_count)"
+    "OR o.ticket_count <> s.ticket_count OR coalesce(o.ticket_class, '') <> coalesce(s.ticket_class, ''))"
 )
 _CONFLICTS = text(
     f"""
     SELECT s.line, s.order_no, o.mp_openid <> s.mp_openid, coalesce(o.unionid, '') <> coalesce(s.unionid, ''),
-           o.ticket_count <> s.ticket_count
+           o.ticket_count <> s.ticket_count, coalesce(o.ticket_class, '') <> coalesce(s.ticket_class, '')
     FROM {_STAGING} s JOIN orders o ON o.event_id = :event_id AND o.order_no = s.order_no
     WHERE {_DIFFERS}
     ORDER BY s.line
@@ -347,8 +364,9 @@ _NEW = (
 )
 _NEW_TOTALS = text(f"SELECT count(*), coalesce(sum(s.ticket_count), 0) {_NEW}")
 _INSERT_NEW = text(
-    "INSERT INTO orders (event_id, order_no, mp_openid, unionid, ticket_count, created_at) "
-    f"SELECT :event_id, s.order_no, s.mp_openid, s.unionid, s.ticket_count, :now {_NEW} ORDER BY s.line"
+    "INSERT INTO orders (event_id, order_no, mp_openid, unionid, ticket_count, ticket_class, created_at) "
+    f"SELECT :event_id, s.order_no, s.mp_openid, s.unionid, s.ticket_count, s.ticket_class, :now {_NEW} "
+    "ORDER BY s.line"
 )
 
 
@@ -394,7 +412,7 @@ def import_orders(
         Conflict(
             line,
             order_no,
-            tuple(name for name, differs in zip(("openid", "unionid", "ticket_count"), flags, strict=True) if differs),
+            tuple(name for name, differs in zip(_COMPARED, flags, strict=True) if differs),
         )
         for line, order_no, *flags in connection.execute(_CONFLICTS, params)
     ]

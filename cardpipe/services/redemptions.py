@@ -138,6 +138,7 @@ _MESSAGES = {
     RedemptionResult.ALREADY_INSIDE: "the ticket is inside: it must exit before entering again",
     RedemptionResult.NOT_INSIDE: "the ticket is not inside",
     RedemptionResult.CAPACITY_FULL: "the venue is full: wait until someone exits",
+    RedemptionResult.NOT_ON_LIST: "the list does not admit this ticket's class",
 }
 
 

@@ -101,6 +101,43 @@ def test_reject_conflicts_makes_a_conflict_reject_the_whole_import(organiser: Or
     assert _snapshot(event_id) == before
 
 
+def _classes(event_id: int) -> dict[str, str | None]:
+    with session_scope() as session:
+        rows = session.execute(select(Order.order_no, Order.ticket_class).where(Order.event_id == event_id))
+        return {order_no: ticket_class for order_no, ticket_class in rows}
+
+
+def test_orders_may_carry_a_ticket_class_in_csv_and_json_lines(organiser: Organiser) -> None:
+    event_id = organiser.create_event()
+    classes = "order_no,openid,ticket_count,ticket_class\nV-1,oA,1,vip\nS-1,oB,2,\nS-2,oC,1,标准\n"
+    organiser.import_csv(event_id, classes)
+    _import(
+        event_id,
+        b'{"order_no":"J-1","openid":"oD","ticket_count":1,"ticket_class":"press"}\n'
+        b'{"order_no":"J-2","openid":"oE","ticket_count":1,"ticket_class":null}\n',
+        ImportFormat.JSONL,
+    )
+
+    assert _classes(event_id) == {"V-1": "vip", "S-1": None, "S-2": "标准", "J-1": "press", "J-2": None}
+
+
+def test_a_changed_ticket_class_is_a_conflict(organiser: Organiser) -> None:
+    event_id = organiser.create_event()
+    organiser.import_csv(event_id, "order_no,openid,ticket_count,ticket_class\nV-1,oA,1,vip\n")
+
+    report = organiser.import_csv(event_id, "order_no,openid,ticket_count,ticket_class\nV-1,oA,1,standard\n")
+
+    assert [(c.line, c.fields) for c in report.conflicts] == [(2, ("ticket_class",))]
+    assert _classes(event_id) == {"V-1": "vip"}
+
+
+def test_a_ticket_class_survives_the_copy_escapes(organiser: Organiser) -> None:
+    event_id = organiser.create_event()
+    organiser.import_csv(event_id, "order_no,openid,ticket_count,ticket_class\nV-1,oA,1,a\\N\\tb\n")
+
+    assert _classes(event_id) == {"V-1": "a\\N\\tb"}
+
+
 MALFORMED = {
     "bad CSV quoting": (
         ImportFormat.CSV,
@@ -136,6 +173,18 @@ MALFORMED = {
         "not JSON",
     ),
     "json count true": (ImportFormat.JSONL, b'{"order_no":"A","openid":"oA","ticket_count":true}\n', 1, "whole number"),
+    "ticket class too long": (
+        ImportFormat.CSV,
+        b"order_no,openid,ticket_count,ticket_class\nA-1,oA,1,vip\nA-2,oB,1," + b"x" * 33 + b"\n",
+        3,
+        "ticket_class must be 1–32 printable characters",
+    ),
+    "json ticket class not a string": (
+        ImportFormat.JSONL,
+        b'{"order_no":"A","openid":"oA","ticket_count":1,"ticket_class":["vip"]}\n',
+        1,
+        "ticket_class must be",
+    ),
 }
 
 

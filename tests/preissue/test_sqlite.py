@@ -161,3 +161,14 @@ def test_the_whole_preissue_on_sqlite_is_accepted_by_wechat(
     )
     assert answer["errMsg"] == "addCard:ok", answer
     engine.dispose()
+
+
+def test_ticket_classes_are_staged_on_sqlite(sqlite_session: Session) -> None:
+    session = sqlite_session
+    event_id = _event(session)
+    data = b"order_no,openid,ticket_count,ticket_class\nV-1,oA,1,vip\nS-1,oB,1,\n"
+    order_import.import_orders(session, event_id, io.BytesIO(data), order_import.ImportFormat.CSV)
+    session.commit()
+
+    rows = session.execute(select(Order.order_no, Order.ticket_class).order_by(Order.order_no))
+    assert [tuple(row) for row in rows] == [("S-1", None), ("V-1", "vip")]

@@ -79,7 +79,7 @@ def test_the_gate_page_keeps_working_offline_and_syncs_when_the_api_is_back(
             answers = page.evaluate(
                 """(vectors) => vectors.map((v) => CardpipeRules.decide(v.rules || {}, v.state,
                     {entries: 0, day: null, day_entries: 0, inside: false, ...(v.history || {})},
-                    v.direction || "entry", new Date(v.at), v.inside_now))""",
+                    v.direction || "entry", new Date(v.at), v.inside_now, v.ticket_class))""",
                 VECTORS,
             )
             assert answers == [v["expect"] for v in VECTORS]

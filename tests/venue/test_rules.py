@@ -24,6 +24,8 @@ def _rules(raw: dict) -> Rules:
             values[name] = datetime.fromisoformat(values[name])
     if "policy" in values:
         values["policy"] = ListPolicy(values["policy"])
+    if "ticket_classes" in values:
+        values["ticket_classes"] = frozenset(values["ticket_classes"])
     return Rules(**values)
 
 
@@ -37,6 +39,7 @@ def test_shared_vectors(case: dict) -> None:
         Direction(case.get("direction", "entry")),
         datetime.fromisoformat(case["at"]),
         inside_now=case.get("inside_now"),
+        ticket_class=case.get("ticket_class"),
     )
     assert result == RedemptionResult(case["expect"])
 

@@ -1,6 +1,6 @@
 "use strict";
 // The gate page: scans go to the api while it answers; when it does not, the page decides
-// alone from the gate's snapshot (keyed code hashes, states, histories) with the same rules,
+// alone from the gate's snapshot (keyed code hashes, states, classes, histories) with the same rules,
 // keeps the scans (same nonce as the attempt that failed, so an attempt that did reach the api
 // is merged once), and uploads them when the api is back. Everything is kept in localStorage.
 (() => {
@@ -14,6 +14,7 @@
     wrong_event: "ticket of another event", outside_window: "outside admission hours",
     limit_reached: "all entries used", day_limit_reached: "all of today's entries used",
     already_inside: "already inside: exit first", not_inside: "not inside", capacity_full: "venue full: wait",
+    not_on_list: "ticket class not admitted here",
   };
   const $ = (id) => document.getElementById(id);
 
@@ -98,12 +99,16 @@
 
   function fromSnapshot(body) {
     const states = {};
+    const classes = {};
+    const numbered = body.ticket_classes;
     for (let i = 0, n = 0; i < body.codes.length; i += 16, n += 1) {
-      states[body.codes.slice(i, i + 16)] = body.states[n];
+      const hash = body.codes.slice(i, i + 16);
+      states[hash] = body.states[n];
+      if (numbered && numbered.of[n]) classes[hash] = numbered.names[numbered.of[n] - 1];
     }
     return {
       list: body.list, key: body.hash.key, cursor: body.cursor, inside_now: body.inside_now,
-      states, history: body.history, gate: body.gate.name,
+      states, classes, history: body.history, gate: body.gate.name,
     };
   }
 
@@ -152,7 +157,8 @@
     let result = "invalid";
     if (hash in snap.states) {
       const view = localView(hash);
-      result = CardpipeRules.decide(snap.list, view.state, view.history, direction, at, view.insideNow);
+      const ticketClass = (snap.classes || {})[hash];
+      result = CardpipeRules.decide(snap.list, view.state, view.history, direction, at, view.insideNow, ticketClass);
     }
     pending.push({ nonce, code, hash, direction, scanned_at: at.toISOString(), result });
     store.set("pending", pending);
@@ -211,6 +217,7 @@
       if (!response.ok) throw new Error(`deltas answered ${response.status}`);
       const delta = await response.json();
       Object.assign(snap.states, delta.states);
+      snap.classes = Object.assign(snap.classes || {}, delta.classes);
       Object.assign(snap.history, delta.history);
       snap.list = delta.list;
       snap.cursor = delta.cursor;

@@ -17,9 +17,10 @@ const CardpipeRules = (() => {
     return history.day === day ? history.day_entries : 0;
   }
 
-  function decide(rules, state, history, direction, at, insideNow) {
+  function decide(rules, state, history, direction, at, insideNow, ticketClass) {
     if (REFUSED_STATE[state]) return REFUSED_STATE[state];
     if (!PRESENTABLE.has(state)) return "not_claimed";
+    if (rules.ticket_classes != null && !rules.ticket_classes.includes(ticketClass)) return "not_on_list";
     if (direction === "exit") return history.inside ? "ok" : "not_inside";
     if ((rules.window_start && at < new Date(rules.window_start)) ||
         (rules.window_end && at > new Date(rules.window_end))) return "outside_window";

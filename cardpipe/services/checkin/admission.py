@@ -29,12 +29,24 @@ from sqlalchemy.orm import Session
 
 from cardpipe.services.checkin import rules
 from cardpipe.services.checkin.lists import default_list
-from models import CheckinList, Direction, Event, Gate, ListPolicy, Presence, RedemptionResult, Ticket, TicketState
+from models import (
+    CheckinList,
+    Direction,
+    Event,
+    Gate,
+    ListPolicy,
+    Order,
+    Presence,
+    RedemptionResult,
+    Ticket,
+    TicketState,
+)
 from models.base import UTCDateTime
 
 _lists = CheckinList.__table__
 _events = Event.__table__
 _gates = Gate.__table__
+_orders = Order.__table__
 _presence = Presence.__table__
 _tickets = Ticket.__table__
 
@@ -48,12 +60,29 @@ _LIST_COLUMN_LIST = (
     _lists.c.window_start,
     _lists.c.window_end,
     _lists.c.capacity,
+    _lists.c.ticket_classes,
     _events.c.timezone,
 )
 _LIST_COLUMNS = select(*_LIST_COLUMN_LIST).join(_events, _events.c.id == _lists.c.event_id)
-#: The same, with the scanned ticket's history on the list (one round trip on the gate's path).
+#: The scanned ticket's class (its order's).
+_TICKET_CLASS = (
+    select(_orders.c.ticket_class)
+    .join(_tickets, _tickets.c.order_id == _orders.c.id)
+    .where(_tickets.c.id == bindparam("ticket_id"))
+    .scalar_subquery()
+    .label("ticket_class")
+)
+#: The same, with the scanned ticket's class and history on the list (one round trip on the
+#: gate's path).
 _SCAN_COLUMNS = (
-    select(*_LIST_COLUMN_LIST, _presence.c.entries, _presence.c.day, _presence.c.day_entries, _presence.c.inside)
+    select(
+        *_LIST_COLUMN_LIST,
+        _TICKET_CLASS,
+        _presence.c.entries,
+        _presence.c.day,
+        _presence.c.day_entries,
+        _presence.c.inside,
+    )
     .join(_events, _events.c.id == _lists.c.event_id)
     .outerjoin(_presence, (_presence.c.list_id == _lists.c.id) & (_presence.c.ticket_id == bindparam("ticket_id")))
 )
@@ -117,6 +146,7 @@ def _view(row: Row[Any]) -> ListView:
             window_end=row.window_end,
             capacity=row.capacity,
             timezone=row.timezone,
+            ticket_classes=None if row.ticket_classes is None else frozenset(row.ticket_classes),
         ),
     )
 
@@ -134,8 +164,10 @@ def list_for_scan(session: Session, *, event_id: int, list_id: int | None, gate:
     return _view(row)
 
 
-def _scan_view(session: Session, ticket: Row[Any], *, list_id: int | None, gate: str) -> tuple[ListView, rules.History]:
-    """The deciding list (as :func:`list_for_scan` finds it) and the ticket's history on it."""
+def _scan_view(
+    session: Session, ticket: Row[Any], *, list_id: int | None, gate: str
+) -> tuple[ListView, rules.History, str | None]:
+    """The deciding list (as :func:`list_for_scan` finds it), the ticket's history on it and its class."""
     conn = session.connection()
     params = {"ticket_id": ticket.id, "event_id": ticket.event_id, "gate": gate, "list_id": list_id}
     statement = _SCAN_BY_LIST_ID if list_id is not None else _SCAN_FOR_GATE
@@ -148,7 +180,7 @@ def _scan_view(session: Session, ticket: Row[Any], *, list_id: int | None, gate:
     history = rules.History()
     if row.entries is not None:
         history = rules.History(entries=row.entries, day=row.day, day_entries=row.day_entries, inside=bool(row.inside))
-    return _view(row), history
+    return _view(row), history, row.ticket_class
 
 
 @cache
@@ -188,17 +220,19 @@ def admit(
 ) -> Admission:
     """Decide a scan of ``ticket`` (already locked) and apply it if admitted (no commit)."""
     conn = session.connection()
-    view, history = _scan_view(session, ticket, list_id=list_id, gate=gate)
+    view, history, ticket_class = _scan_view(session, ticket, list_id=list_id, gate=gate)
     inside_now = None
     if view.rules.capacity is not None:
         inside_now = conn.execute(_LOCK_LIST, {"list_id": view.list_id}).scalar_one()
     state = ticket.state
-    result = rules.decide(view.rules, state, history, direction, now, inside_now=inside_now)
+    result = rules.decide(view.rules, state, history, direction, now, inside_now=inside_now, ticket_class=ticket_class)
     consumes = result == RedemptionResult.OK and view.single_use and direction == Direction.ENTRY
     if consumes and conn.execute(_REDEEM, {"ticket_id": ticket.id, "at": now}).rowcount != 1:
         # Only without row locks (SQLite): a concurrent writer got there first. Look again.
         state = conn.execute(_TICKET_STATE, {"ticket_id": ticket.id}).scalar_one()
-        result = rules.decide(view.rules, state, history, direction, now, inside_now=inside_now)
+        result = rules.decide(
+            view.rules, state, history, direction, now, inside_now=inside_now, ticket_class=ticket_class
+        )
     if result == RedemptionResult.OK:
         new = rules.after(view.rules, history, direction, now)
         row = presence_row(

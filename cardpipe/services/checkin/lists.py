@@ -10,6 +10,7 @@ takes too. Changes never touch scans already recorded.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cardpipe.services.ticket_classes import check_classes
 from models import CheckinList, Event, ListPolicy, Presence
 
 DEFAULT_LIST_NAME = "default"
@@ -42,6 +44,17 @@ class ListSettings:
     window_start: datetime | None = None
     window_end: datetime | None = None
     capacity: int | None = None
+    #: The ticket classes the list admits; None: every ticket of the event.
+    ticket_classes: Sequence[str] | None = None
+
+    def admitted_classes(self) -> list[str] | None:
+        """The classes as stored (sorted, no repeats), or ListError."""
+        if self.ticket_classes is None:
+            return None
+        try:
+            return check_classes(self.ticket_classes)
+        except ValueError as exc:
+            raise ListError(str(exc)) from None
 
     def check(self) -> None:
         if self.window_start and self.window_end and self.window_start >= self.window_end:
@@ -52,6 +65,7 @@ class ListSettings:
                 raise ListError(f"{name} must be at least 1 (or absent for no limit)")
         if self.consume_at_end and self.policy != ListPolicy.MULTI:
             raise ListError("consume_at_end applies to multi lists (single lists consume at entry)")
+        self.admitted_classes()
 
 
 def _event(session: Session, event_id: int) -> Event:
@@ -90,6 +104,7 @@ def _new_list_values(event_id: int, settings: ListSettings) -> dict[str, Any]:
         "window_start": settings.window_start,
         "window_end": settings.window_end,
         "capacity": settings.capacity,
+        "ticket_classes": settings.admitted_classes(),
         "inside_now": 0,
         "snapshot_key": secrets.token_hex(32),
     }
@@ -151,6 +166,7 @@ def update_list(session: Session, event_id: int, list_id: int, settings: ListSet
             window_start=settings.window_start,
             window_end=settings.window_end,
             capacity=settings.capacity,
+            ticket_classes=settings.admitted_classes(),
             inside_now=inside or 0,
         )
         .execution_options(synchronize_session=False)

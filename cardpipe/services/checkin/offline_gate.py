@@ -3,7 +3,8 @@ with the gate's own not-yet-uploaded scans folded over them, decided by the same
 :func:`rules.decide` as the server.
 
 The state is one JSON-able dict (kept in a file by ``cardpipe gate``): the snapshot's rules, key,
-hashes, states and histories as the server last said them, and ``pending``, the gate's own scans
+hashes, states, ticket classes (of the tickets that have one) and histories as the server last
+said them, and ``pending``, the gate's own scans
 in the order they happened. A ticket's history is the server's plus the gate's pending admitted
 scans, so a delta (the server's view, which already includes whatever the gate uploaded) never
 loses or double counts a local scan: uploaded scans leave ``pending`` when the server confirms
@@ -38,12 +39,15 @@ def from_snapshot(body: dict[str, Any]) -> dict[str, Any]:
     """A fresh local state from ``GET /v1/gate/snapshot``."""
     codes = body["codes"]
     hashes = [codes[i : i + HASH_CHARS] for i in range(0, len(codes), HASH_CHARS)]
+    numbered = body.get("ticket_classes") or {"names": [], "of": [0] * len(hashes)}
+    names = [None, *numbered["names"]]
     return {
         "list": body["list"],
         "key": body["hash"]["key"],
         "cursor": body["cursor"],
         "inside_now": body["inside_now"],
         "states": dict(zip(hashes, body["states"], strict=True)),
+        "classes": {hashed: names[number] for hashed, number in zip(hashes, numbered["of"], strict=True) if number},
         "history": body["history"],
         "pending": [],
     }
@@ -55,6 +59,7 @@ def apply_deltas(state: dict[str, Any], body: dict[str, Any]) -> None:
     state["cursor"] = body["cursor"]
     state["inside_now"] = body["inside_now"]
     state["states"].update(body["states"])
+    state.setdefault("classes", {}).update(body.get("classes", {}))
     state["history"].update(body["history"])
 
 
@@ -73,6 +78,7 @@ def rules_of(state: dict[str, Any]) -> rules.Rules:
         window_end=when(raw["window_end"]),
         capacity=raw["capacity"],
         timezone=raw["timezone"],
+        ticket_classes=None if raw.get("ticket_classes") is None else frozenset(raw["ticket_classes"]),
     )
 
 
@@ -109,7 +115,15 @@ def scan(state: dict[str, Any], code: str, direction: Direction, at: datetime) -
     else:
         list_rules = rules_of(state)
         ticket_state, history, inside_now = _view(state, hashed, list_rules)
-        result = rules.decide(list_rules, ticket_state, history, direction, at, inside_now=inside_now)
+        result = rules.decide(
+            list_rules,
+            ticket_state,
+            history,
+            direction,
+            at,
+            inside_now=inside_now,
+            ticket_class=state.get("classes", {}).get(hashed),
+        )
     state["pending"].append(
         {
             "nonce": nonce,

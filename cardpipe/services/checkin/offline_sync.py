@@ -32,7 +32,17 @@ from sqlalchemy.orm import Session
 from cardpipe.services.checkin import rules
 from cardpipe.services.checkin.admission import ListView, list_for_scan, move_inside, presence_row, upsert_statement
 from cardpipe.services.checkin.gates import GateIdentity
-from models import CheckinList, ConsumeSync, Direction, Presence, Redemption, RedemptionResult, Ticket, TicketState
+from models import (
+    CheckinList,
+    ConsumeSync,
+    Direction,
+    Order,
+    Presence,
+    Redemption,
+    RedemptionResult,
+    Ticket,
+    TicketState,
+)
 
 #: Most scans one upload may carry (a gate uploads a long offline spell in several).
 MAX_BATCH = 2000
@@ -74,6 +84,7 @@ class _TicketView:
     id: int
     card_id: str
     state: str
+    ticket_class: str | None
     history: rules.History
     last_scan_at: datetime | None
     touched: bool = False
@@ -105,7 +116,13 @@ def merge(
         elif scan.result == RedemptionResult.OK:
             inside = None if inside_now is None else inside_now + inside_change
             server = rules.decide(
-                view.rules, ticket.state, ticket.history, scan.direction, scan.scanned_at, inside_now=inside
+                view.rules,
+                ticket.state,
+                ticket.history,
+                scan.direction,
+                scan.scanned_at,
+                inside_now=inside,
+                ticket_class=ticket.ticket_class,
             )
             if server != RedemptionResult.OK:
                 conflict = f"the server would answer {server}"
@@ -128,11 +145,13 @@ def merge(
 
 
 def _lock_tickets(session: Session, gate: GateIdentity, list_id: int, codes: set[str]) -> dict[str, _TicketView]:
-    """The scanned tickets of the gate's event, locked in id order, with their history on the list."""
+    """The scanned tickets of the gate's event, locked in id order, with their class and history on
+    the list (the class comes by subquery: only the tickets are locked, not their orders)."""
     if not codes:
         return {}
+    ticket_class = select(Order.ticket_class).where(Order.id == Ticket.order_id).scalar_subquery()
     found = session.execute(
-        select(Ticket.id, Ticket.code, Ticket.card_id, Ticket.state)
+        select(Ticket.id, Ticket.code, Ticket.card_id, Ticket.state, ticket_class.label("ticket_class"))
         .where(Ticket.event_id == gate.event_id, Ticket.code.in_(codes))
         .order_by(Ticket.id)
         .with_for_update()
@@ -151,7 +170,9 @@ def _lock_tickets(session: Session, gate: GateIdentity, list_id: int, codes: set
         if presence is not None:
             history = rules.History(presence.entries, presence.day, presence.day_entries, presence.inside)
             last_scan_at = presence.last_scan_at
-        views[ticket.code] = _TicketView(ticket.id, ticket.card_id, ticket.state, history, last_scan_at)
+        views[ticket.code] = _TicketView(
+            ticket.id, ticket.card_id, ticket.state, ticket.ticket_class, history, last_scan_at
+        )
     return views
 
 

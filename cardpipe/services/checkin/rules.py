@@ -1,14 +1,16 @@
 """The decision at the door: one pure function, used by the online gate (under the ticket's row
 lock) and by the offline gate (on its snapshot), so both decide alike.
 
-Inputs are plain values: the list's rules, the ticket's state, the ticket's history on the list
+Inputs are plain values: the list's rules, the ticket's state and class, its history on the list
 (entries so far, entries on the current local day, inside or not), the scan's direction and
 time, and — when the list has a capacity — how many are inside through it. The answer is an
 enumerated :class:`~models.RedemptionResult`; :func:`after` gives the history once an admitted
 scan has happened. Nothing here reads a clock, a database or the network.
 
 The order of the checks is the order a venue expects to hear the reason in: what is wrong with
-the ticket itself first (revoked, deleted, never claimed), then the list's rules.
+the ticket itself first (revoked, deleted, never claimed), then whether the list admits its class
+at all (a ticket not on the list is refused at the list's gates both ways: ``not_on_list``), then
+the list's rules.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Rules:
     window_end: datetime | None = None
     capacity: int | None = None
     timezone: str = "Asia/Shanghai"
+    #: The ticket classes admitted; None: every ticket of the event (a ticket without a class
+    #: is admitted only then).
+    ticket_classes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,7 @@ def decide(
     at: datetime,
     *,
     inside_now: int | None = None,
+    ticket_class: str | None = None,
 ) -> RedemptionResult:
     """Admit (``ok``) or refuse, with the reason. ``state`` is the ticket's state; for a
     ``single`` list a ``redeemed`` ticket has had its one entry."""
@@ -80,6 +86,8 @@ def decide(
         return refused
     if state not in _PRESENTABLE:
         return RedemptionResult.NOT_CLAIMED
+    if rules.ticket_classes is not None and ticket_class not in rules.ticket_classes:
+        return RedemptionResult.NOT_ON_LIST
     if direction == Direction.EXIT:
         return RedemptionResult.OK if history.inside else RedemptionResult.NOT_INSIDE
     if (rules.window_start is not None and at < rules.window_start) or (

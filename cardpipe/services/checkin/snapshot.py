@@ -7,7 +7,9 @@ hash, a state and (if it has one) its history on the list; then deltas since a c
   HMAC: about 8·10^17 tries for the default 12-character codes (short codes, 6–8 characters,
   are within reach of such a search: keep them long where gates go offline).
 - **Compact.** Hashes are one string, states one character each, histories only for tickets
-  that have one: a 100k-ticket event is about 2 MB of JSON.
+  that have one: a 100k-ticket event is about 2 MB of JSON. Ticket classes (when the event's
+  orders have any) are a list of names and one small number per ticket (0: no class, ``i``: the
+  ``i``-th name), so the gate can answer ``not_on_list`` as the server does.
 - **Deltas are absolute.** A delta carries the current state and history of every ticket that
   changed since the cursor (minus an overlap covering transactions that committed late), so
   applying one twice, or out of order with a snapshot, is harmless. The gate keeps its own
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.services.checkin.gates import GateIdentity
 from cardpipe.services.checkin.lists import get_list
-from models import CheckinList, Event, Presence, Ticket, TicketState
+from models import CheckinList, Event, Order, Presence, Ticket, TicketState
 
 FORMAT = 1
 #: Transactions commit a little after they stamp ``updated_at``: deltas look back this far.
@@ -68,6 +70,7 @@ def _rules(checkin_list: CheckinList, event: Event) -> dict[str, Any]:
         "window_end": iso(checkin_list.window_end),
         "capacity": checkin_list.capacity,
         "timezone": event.timezone,
+        "ticket_classes": checkin_list.ticket_classes,
     }
 
 
@@ -86,8 +89,19 @@ def snapshot(session: Session, gate: GateIdentity, *, now: datetime | None = Non
     hashes: list[str] = []
     states: list[str] = []
     history: dict[str, list[Any]] = {}
+    class_numbers: dict[str | None, int] = {None: 0}
+    classes: list[int] = []
     rows = session.execute(
-        select(Ticket.code, Ticket.state, Presence.entries, Presence.day, Presence.day_entries, Presence.inside)
+        select(
+            Ticket.code,
+            Ticket.state,
+            Order.ticket_class,
+            Presence.entries,
+            Presence.day,
+            Presence.day_entries,
+            Presence.inside,
+        )
+        .join(Order, Order.id == Ticket.order_id)
         .outerjoin(Presence, (Presence.ticket_id == Ticket.id) & (Presence.list_id == gate.list_id))
         .where(Ticket.event_id == gate.event_id, Ticket.code.is_not(None))
     )
@@ -95,6 +109,7 @@ def snapshot(session: Session, gate: GateIdentity, *, now: datetime | None = Non
         hashed = code_hash(key, row.code)
         hashes.append(hashed)
         states.append(STATE_CHARS.get(row.state, NOT_CLAIMED_CHAR))
+        classes.append(class_numbers.setdefault(row.ticket_class, len(class_numbers)))
         if row.entries is not None:
             history[hashed] = _history(row)
     body = {
@@ -109,6 +124,9 @@ def snapshot(session: Session, gate: GateIdentity, *, now: datetime | None = Non
         "states": "".join(states),
         "history": history,
     }
+    if len(class_numbers) > 1:
+        names = sorted(class_numbers, key=class_numbers.__getitem__)[1:]
+        body["ticket_classes"] = {"names": names, "of": classes}
     return Snapshot(body, len(hashes))
 
 
@@ -120,14 +138,17 @@ def deltas(session: Session, gate: GateIdentity, cursor: datetime, *, now: datet
     checkin_list = get_list(session, gate.event_id, gate.list_id)
     event = session.get_one(Event, gate.event_id)
     key = checkin_list.snapshot_key
-    states = {
-        code_hash(key, code): STATE_CHARS.get(state, NOT_CLAIMED_CHAR)
-        for code, state in session.execute(
-            select(Ticket.code, Ticket.state).where(
-                Ticket.event_id == gate.event_id, Ticket.code.is_not(None), Ticket.updated_at >= since
-            )
-        )
-    }
+    states: dict[str, str] = {}
+    classes: dict[str, str] = {}
+    for code, state, ticket_class in session.execute(
+        select(Ticket.code, Ticket.state, Order.ticket_class)
+        .join(Order, Order.id == Ticket.order_id)
+        .where(Ticket.event_id == gate.event_id, Ticket.code.is_not(None), Ticket.updated_at >= since)
+    ):
+        hashed = code_hash(key, code)
+        states[hashed] = STATE_CHARS.get(state, NOT_CLAIMED_CHAR)
+        if ticket_class is not None:
+            classes[hashed] = ticket_class
     history = {
         code_hash(key, row.code): _history(row)
         for row in session.execute(
@@ -142,5 +163,6 @@ def deltas(session: Session, gate: GateIdentity, cursor: datetime, *, now: datet
         "cursor": now.isoformat(),
         "inside_now": checkin_list.inside_now,
         "states": states,
+        "classes": classes,
         "history": history,
     }
