@@ -28,8 +28,10 @@ from cardpipe.services.ops_history import LAG_BUCKETS_S, LAG_HISTOGRAM_KEY, LAST
 from cardpipe.services.poll_tally import POLLS_KEY
 from cardpipe.services.queues import QueueMonitor
 from models import Credential, Event, InboxItem, OfficialAccount, Redemption, RedemptionResult, Ticket, TicketState
-from workers.middleware import ACTOR_METRICS_KEY
 
+#: Per-actor counters (``actor|processed``, ``actor|failed``, ``actor|seconds``), summed across
+#: worker processes by the ``ActorMetrics`` middleware.
+ACTOR_METRICS_KEY = "cardpipe:actor-metrics"
 #: The scheduler's leader lease (``scheduler.LEASE_KEY``; entry points are not imported here).
 SCHEDULER_LEASE_KEY = "cardpipe:scheduler:leader"
 #: Ticket states whose card a holder received (each took one unit of the card's WeChat stock).
