@@ -26,13 +26,10 @@ from cardpipe.outbound import ERRCODE_COUNTER_PREFIX
 from cardpipe.services.checkin.occupancy import inside_everywhere, scan_totals
 from cardpipe.services.ops_history import LAG_BUCKETS_S, LAG_HISTOGRAM_KEY, LAST_SAMPLE_KEY
 from cardpipe.services.poll_tally import POLLS_KEY
-from cardpipe.services.queues import QueueMonitor
+from cardpipe.services.queues import ACTOR_METRICS_KEY, QueueMonitor
 from cardpipe.services.readiness.signals import LEADER_LEASE_KEY
 from models import Credential, Event, InboxItem, OfficialAccount, Redemption, RedemptionResult, Ticket, TicketState
 
-#: Per-actor counters (``actor|processed``, ``actor|failed``, ``actor|seconds``), summed across
-#: worker processes by the ``ActorMetrics`` middleware.
-ACTOR_METRICS_KEY = "cardpipe:actor-metrics"
 #: Ticket states whose card a holder received (each took one unit of the card's WeChat stock).
 RECEIVED_STATES = (TicketState.CLAIMED, TicketState.REDEEMED, TicketState.DELETED, TicketState.REVOKED)
 

@@ -1,7 +1,8 @@
 """Broker middleware of our own.
 
-The Redis keys they write are named where they are read (``cardpipe.metrics``,
-``cardpipe.services.queues``): the core never imports a worker module.
+The Redis keys they write are named where they are read (``cardpipe.services.queues``): the core
+never imports a worker module. Nothing imported here may import ``prometheus_client``: dramatiq's
+Prometheus middleware must set its multiprocess directory before that module is first imported.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from dramatiq import Middleware
 from dramatiq.broker import Broker
 from dramatiq.message import Message
 
-from cardpipe.metrics import ACTOR_METRICS_KEY
-from cardpipe.services.queues import WORKER_QUEUES_KEY, dead_letter_reasons_key
+from cardpipe.services.queues import ACTOR_METRICS_KEY, WORKER_QUEUES_KEY, dead_letter_reasons_key
 
 #: dramatiq's default dead_message_ttl: dead letters older than this are purged by the broker.
 DEAD_LETTER_TTL_S = 7 * 24 * 3600

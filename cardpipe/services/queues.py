@@ -23,6 +23,9 @@ _FAILURE_OPTIONS = ("eta", "retries", "traceback", "requeue_timestamp", "redis_m
 LIVE_WORKER_AGE_S = 60.0
 #: Broker id → comma-separated queues it consumes, kept by the ``WorkerQueues`` middleware.
 WORKER_QUEUES_KEY = "cardpipe:worker-queues"
+#: Per-actor counters (``actor|processed``, ``actor|failed``, ``actor|seconds``), summed across
+#: worker processes by the ``ActorMetrics`` middleware and exported by ``cardpipe.metrics``.
+ACTOR_METRICS_KEY = "cardpipe:actor-metrics"
 
 
 def dead_letter_reasons_key(namespace: str, queue: str) -> str:

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from cardpipe.credentials import CredentialStore
 from cardpipe.db import get_sessionmaker
-from cardpipe.metrics import ACTOR_METRICS_KEY
 from cardpipe.routes import client
 from cardpipe.runtime import credential_store, redis_client, wechat_http
+from cardpipe.services.queues import ACTOR_METRICS_KEY
 from models import CredentialKind, TicketState
 from tests.claims.conftest import Launch, wait_until
 from wechat.signing import card_ext_signed_values, sha1_signature
