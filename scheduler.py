@@ -41,6 +41,7 @@ from cardpipe.db import session_scope
 from cardpipe.runtime import redis_client
 from cardpipe.services.ops_history import sample_minute
 from cardpipe.services.queues import QueueMonitor
+from cardpipe.services.readiness.signals import LEADER_LEASE_KEY
 from cardpipe.settings import Settings, get_settings
 from workers.broker import broker
 from workers.credentials import (
@@ -54,7 +55,8 @@ from workers.redemptions import resync_redemptions
 
 log = logging.getLogger("cardpipe.scheduler")
 
-LEASE_KEY = "cardpipe:scheduler:leader"
+#: The leader lease, named beside the checks that read it.
+LEASE_KEY = LEADER_LEASE_KEY
 
 
 @dataclass(frozen=True)

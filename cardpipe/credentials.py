@@ -8,7 +8,8 @@ it is still the stored one (compare-and-expire), so a token already replaced is 
 
 Every card api_ticket carries a version that grows by one whenever its value changes; tickets
 record the version that signed them, which is how stale signatures are found. A rotation calls
-``on_ticket_rotated`` (the composition root wires it to the bulk re-sign).
+``on_ticket_rotated`` (the composition root, :mod:`cardpipe.runtime`, wires it to the listeners
+registered in :mod:`cardpipe.rotation`).
 
 Values are cached in Redis encrypted (:func:`cardpipe.secretbox.seal`, keys derived for this use
 only): whoever reads Redis learns a ticket's version and expiry, not a usable token or ticket. The
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cardpipe import secretbox
 from cardpipe.outbound import GuardedCardApi, OutboundGuard, stats_key
+from cardpipe.rotation import RotationListener
 from cardpipe.settings import get_settings
 from models import Credential, CredentialKind, OfficialAccount
 from wechat.client import STABLE_TOKEN_PATH, TOKEN_PATH, AccessToken, CardApi, fetch_access_token, fetch_stable_token
@@ -66,7 +68,6 @@ REJECTED_TOKEN_TTL_S = 3600
 #: one of the 20 daily forced refreshes spent per retry).
 FORCED_RECENTLY_S = 300
 
-RotationListener = Callable[[str, int], None]
 #: What the keys sealing cached credentials are derived for.
 CACHE_PURPOSE = "credential-cache"
 

@@ -26,12 +26,10 @@ from cardpipe.outbound import ERRCODE_COUNTER_PREFIX
 from cardpipe.services.checkin.occupancy import inside_everywhere, scan_totals
 from cardpipe.services.ops_history import LAG_BUCKETS_S, LAG_HISTOGRAM_KEY, LAST_SAMPLE_KEY
 from cardpipe.services.poll_tally import POLLS_KEY
-from cardpipe.services.queues import QueueMonitor
+from cardpipe.services.queues import ACTOR_METRICS_KEY, QueueMonitor
+from cardpipe.services.readiness.signals import LEADER_LEASE_KEY
 from models import Credential, Event, InboxItem, OfficialAccount, Redemption, RedemptionResult, Ticket, TicketState
-from workers.middleware import ACTOR_METRICS_KEY
 
-#: The scheduler's leader lease (``scheduler.LEASE_KEY``; entry points are not imported here).
-SCHEDULER_LEASE_KEY = "cardpipe:scheduler:leader"
 #: Ticket states whose card a holder received (each took one unit of the card's WeChat stock).
 RECEIVED_STATES = (TicketState.CLAIMED, TicketState.REDEEMED, TicketState.DELETED, TicketState.REVOKED)
 
@@ -86,7 +84,7 @@ class CardpipeCollector(Collector):
 
     def _scheduler(self) -> Iterator[Metric]:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.exists(SCHEDULER_LEASE_KEY)
+        pipe.exists(LEADER_LEASE_KEY)
         pipe.get(LAST_SAMPLE_KEY)
         leader, last_sample = pipe.execute()
         yield GaugeMetricFamily("cardpipe_scheduler_leader", "1 while a scheduler holds the leader lease", value=leader)

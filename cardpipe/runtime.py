@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from cardpipe import rotation
 from cardpipe.credentials import CredentialStore
 from cardpipe.db import get_sessionmaker
 from cardpipe.settings import get_settings
@@ -63,20 +64,21 @@ def async_redis_client() -> AsyncRedis:
 
 @lru_cache(maxsize=1)
 def wechat_http() -> WeChatHttp:
-    return WeChatHttp.from_settings()
+    settings = get_settings()
+    return WeChatHttp(
+        settings.wechat_api_base,
+        timeout_s=settings.wechat_timeout_s,
+        busy_retries=settings.wechat_busy_retries,
+        busy_backoff_s=settings.wechat_busy_backoff_s,
+    )
 
 
 @lru_cache(maxsize=1)
 def credential_store() -> CredentialStore:
-    return CredentialStore(redis_client(), get_sessionmaker(), wechat_http(), on_ticket_rotated=_resign_outstanding)
-
-
-def _resign_outstanding(appid: str, version: int) -> None:
-    """A new card api_ticket: re-sign every outstanding ticket of the account in bulk."""
-    # Imported here: the actor module imports this one (and binding the broker is its job).
-    from workers.credentials import resign_account
-
-    resign_account.send(appid)
+    """The process's credential store; a rotation notifies the listeners of :mod:`cardpipe.rotation`."""
+    return CredentialStore(
+        redis_client(), get_sessionmaker(), wechat_http(), on_ticket_rotated=rotation.notify_ticket_rotated
+    )
 
 
 def reset() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from cardpipe.settings import Settings, get_settings
 from wechat.errors import ConfigurationError, RetryableError, error_for
 
 log = logging.getLogger(__name__)
@@ -63,16 +62,6 @@ class WeChatHttp:
         self._session = session
         self._sleep = sleep
         self._jitter = jitter
-
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> WeChatHttp:
-        s = settings or get_settings()
-        return cls(
-            s.wechat_api_base,
-            timeout_s=s.wechat_timeout_s,
-            busy_retries=s.wechat_busy_retries,
-            busy_backoff_s=s.wechat_busy_backoff_s,
-        )
 
     @property
     def base_url(self) -> str:

@@ -6,6 +6,10 @@ re-enqueue only sends idempotent messages. Outbound WeChat errors (quota, token,
 propagate to the quota-aware retries (``workers.quota_retries``). A configuration error (wrong
 secret, IP not whitelisted, unknown appid) is not retried: the account backs off
 (``cardpipe.services.account_health``) and the scheduler's ticks skip it until then.
+
+Importing this module registers the bulk re-sign as a :mod:`cardpipe.rotation` listener: every
+process that imports ``workers`` (workers, api, scheduler, CLI) queues a re-sign after a rotation
+it caused.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import dramatiq
 from sqlalchemy import select
 
 import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
+from cardpipe import rotation
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
@@ -107,7 +112,7 @@ def refresh_credentials(appid: str) -> None:
 @dramatiq.actor(queue_name="maintenance", max_retries=5, min_backoff=1_000, max_backoff=60_000)
 def refresh_card_ticket_now(appid: str) -> None:
     """Fetch the card ticket now, whatever its stored expiry: clients reported signature errors
-    (see :mod:`cardpipe.services.signature_reports`). A changed value re-signs via the rotation hook."""
+    (see :mod:`cardpipe.services.signature_reports`). A changed value re-signs via the rotation listener."""
     credential_store().refresh(appid, CredentialKind.CARD_TICKET, min_validity_s=0, force=True)
 
 
@@ -148,6 +153,12 @@ def resign_account(appid: str) -> None:
         for first_id, last_id in ranges:
             resign_chunk.send(appid, current.version, first_id, last_id)
         log.info("official account %s: %d re-sign chunks for ticket version %d", appid, len(ranges), current.version)
+
+
+@rotation.on_ticket_rotated
+def _resign_after_rotation(appid: str, version: int) -> None:
+    """A new card api_ticket (any process's refresh): re-sign the account's outstanding tickets in bulk."""
+    resign_account.send(appid)
 
 
 @dramatiq.actor(queue_name="maintenance", max_retries=10, min_backoff=500, max_backoff=30_000)

@@ -1,4 +1,9 @@
-"""Broker middleware of our own."""
+"""Broker middleware of our own.
+
+The Redis keys they write are named where they are read (``cardpipe.services.queues``): the core
+never imports a worker module. Nothing imported here may import ``prometheus_client``: dramatiq's
+Prometheus middleware must set its multiprocess directory before that module is first imported.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,10 @@ from dramatiq import Middleware
 from dramatiq.broker import Broker
 from dramatiq.message import Message
 
+from cardpipe.services.queues import ACTOR_METRICS_KEY, WORKER_QUEUES_KEY, dead_letter_reasons_key
+
 #: dramatiq's default dead_message_ttl: dead letters older than this are purged by the broker.
 DEAD_LETTER_TTL_S = 7 * 24 * 3600
-
-
-def dead_letter_reasons_key(namespace: str, queue: str) -> str:
-    return f"cardpipe:dead-letter-reasons:{namespace}:{queue}"
 
 
 class DeadLetterReasons(Middleware):
@@ -40,9 +43,6 @@ class DeadLetterReasons(Middleware):
         pipe.execute()
 
 
-ACTOR_METRICS_KEY = "cardpipe:actor-metrics"
-
-
 class ActorMetrics(Middleware):
     """Counts processed and failed messages and their run time per actor, summed in one Redis
     hash across every worker process, so ``/metrics`` on the api can export them."""
@@ -65,9 +65,6 @@ class ActorMetrics(Middleware):
         pipe.execute()
 
     after_skip_message = after_process_message
-
-
-WORKER_QUEUES_KEY = "cardpipe:worker-queues"
 
 
 class WorkerQueues(Middleware):

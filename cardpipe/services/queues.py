@@ -17,12 +17,20 @@ from typing import Any
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
-from workers.middleware import WORKER_QUEUES_KEY, dead_letter_reasons_key
-
 #: Options dramatiq adds while a message is retried or failed; a requeued message starts clean.
 _FAILURE_OPTIONS = ("eta", "retries", "traceback", "requeue_timestamp", "redis_message_id")
 #: A process whose heartbeat is older than this is not counted as live.
 LIVE_WORKER_AGE_S = 60.0
+#: Broker id → comma-separated queues it consumes, kept by the ``WorkerQueues`` middleware.
+WORKER_QUEUES_KEY = "cardpipe:worker-queues"
+#: Per-actor counters (``actor|processed``, ``actor|failed``, ``actor|seconds``), summed across
+#: worker processes by the ``ActorMetrics`` middleware and exported by ``cardpipe.metrics``.
+ACTOR_METRICS_KEY = "cardpipe:actor-metrics"
+
+
+def dead_letter_reasons_key(namespace: str, queue: str) -> str:
+    """Dead-lettered message id → last traceback line and time, kept by the ``DeadLetterReasons`` middleware."""
+    return f"cardpipe:dead-letter-reasons:{namespace}:{queue}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ limits, windows, anti-passback, capacity), recorded under its client nonce, and 
 Idempotency: ``redemptions.nonce`` is unique. A nonce seen before returns the stored answer and
 changes nothing; a nonce being recorded by a concurrent request makes this one replay it.
 
-WeChat's own view arrives as ``user_consume_card`` pushes (issue 4 calls
+WeChat's own view arrives as ``user_consume_card`` pushes (the push worker calls
 :func:`record_wechat_consume`): a code consumed in WeChat but not here is marked redeemed too,
 and every disagreement between the two sides is kept on a redemption row with
 ``consume_sync = 'disagrees'`` and a ``detail`` that says what happened, for ops.

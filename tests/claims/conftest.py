@@ -1,6 +1,6 @@
 """Fixtures for the claim flow: the real app under uvicorn, an event whose card lives in the fake
 WeChat with pushes aimed at that app, in-process workers, and buyers who log in through the fake.
-Tickets are pre-issued by issue 3's ``issue_orders``.
+Tickets are pre-issued by the service's ``preissue.issue_orders``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Launch:
         return buyer
 
     def issue(self, order_ids: list[int]) -> None:
-        """Pre-issue the orders' tickets (issue 3's ``issue_orders``: signed, ``ready``)."""
+        """Pre-issue the orders' tickets (``preissue.issue_orders``: signed, ``ready``)."""
         with session_scope() as session:
             preissue.issue_orders(session, self.event_id, order_ids, card_ticket=credential_store().card_ticket)
 

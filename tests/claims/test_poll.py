@@ -13,10 +13,10 @@ from cardpipe.credentials import CredentialStore
 from cardpipe.db import get_sessionmaker
 from cardpipe.routes import client
 from cardpipe.runtime import credential_store, redis_client, wechat_http
+from cardpipe.services.queues import ACTOR_METRICS_KEY
 from models import CredentialKind, TicketState
 from tests.claims.conftest import Launch, wait_until
 from wechat.signing import card_ext_signed_values, sha1_signature
-from workers.middleware import ACTOR_METRICS_KEY
 
 
 def issue_messages_processed() -> int:

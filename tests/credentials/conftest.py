@@ -1,5 +1,5 @@
 """Fixtures for credentials, quotas, rotation and the scheduler: events whose card lives in the
-fake WeChat, tickets pre-issued by issue 3's ``issue_orders``, and settings overrides that reach
+fake WeChat, tickets pre-issued by ``preissue.issue_orders``, and settings overrides that reach
 both this process and the subprocesses it starts (through the environment)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Load for the one-fetch-per-expiry test, run in real worker and api processes: an actor and an
-api route that call WeChat through cardpipe's credential store, like any issue's code does."""
+api route that call WeChat through cardpipe's credential store, like the workers' and routes' code does."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 a live uvicorn server for concurrency over real HTTP, fast actor retries and a short WeChat
 timeout.
 
-Tickets are written straight into the database in the state a test needs (the claim flow is
-issue 4's); "claimed" tickets are also received by the world's person at the fake, so
-``code/get`` and ``code/consume`` see real user cards.
+Tickets are written straight into the database in the state a test needs (the claim flow has
+its own tests in tests/claims); "claimed" tickets are also received by the world's person at the
+fake, so ``code/get`` and ``code/consume`` see real user cards.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``record_wechat_consume``: what issue 4's push processor calls for ``user_consume_card``."""
+"""``record_wechat_consume``: what the push worker calls for ``user_consume_card``."""
 
 from __future__ import annotations
 

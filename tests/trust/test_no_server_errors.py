@@ -1,4 +1,4 @@
-"""Inputs that used to be 500s: ids past PostgreSQL's BIGINT on every id path and body field,
+"""Inputs that could turn into 500s: ids past PostgreSQL's BIGINT on every id path and body field,
 deeply nested JSON lines in an import, a safe-mode payload that decrypts to bytes that are not
 UTF-8. Each is a 4xx with a reason, and the connection stays usable."""
 

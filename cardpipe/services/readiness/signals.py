@@ -17,7 +17,7 @@ from redis import Redis, RedisError
 
 log = logging.getLogger(__name__)
 
-#: The scheduler's leader lease (``scheduler.LEASE_KEY``; a test keeps the two equal).
+#: The scheduler's leader lease: held by the leading ``scheduler``, read by the checks and ``/metrics``.
 LEADER_LEASE_KEY = "cardpipe:scheduler:leader"
 #: Signals older than this are forgotten.
 SIGNAL_TTL_S = 30 * 86_400
