@@ -26,7 +26,7 @@ def redeem(
 ) -> None:
     """Redeem one ticket code at a gate."""
     from cardpipe.routes.redemptions import RedemptionIn
-    from workers.outbox import sender
+    from workers.outbox import flush
     from workers.redemptions import consume_redeemed_code
 
     console = Console(highlight=False)
@@ -39,12 +39,11 @@ def redeem(
         raise typer.Exit(2) from None
     scan = redemptions.Scan(checked.code, checked.gate, checked.nonce, checked.card_id, checked.event_id)
     try:
-        answer = redemptions.redeem_scan(scan)
+        answer, intents = redemptions.redeem_and_queue(scan, consume_actor=consume_redeemed_code.actor_name)
     except redemptions.RedemptionRefused as exc:
         console.print(f"[bold]error:[/bold] {exc}", style="yellow")
         raise typer.Exit(2) from exc
-    if answer.queue_consume:
-        redemptions.queue_quietly(sender(consume_redeemed_code), answer.redemption_id)
+    flush(intents)
     replayed = " (repeated scan)" if answer.replayed else ""
     if answer.ok:
         console.print(f"OK {answer.code}: {answer.message()}{replayed}", style="bold green")

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse
-from cardpipe.services import redemptions, ticket_classes
+from cardpipe.services import outbox, ticket_classes
 from cardpipe.services.checkin import end_of_event, gates, lists, occupancy, offline_sync
 from models import CheckinList, ListPolicy
-from workers.outbox import sender
+from workers.outbox import flush
 from workers.redemptions import consume_redeemed_code
 
 router = APIRouter(prefix="/v1/admin/events", tags=["venue"], dependencies=[AdminOnly], responses=ERRORS)
@@ -235,8 +235,8 @@ def consume_at_end(
     try:
         with session_scope() as session:
             queued = end_of_event.consume_entered_tickets(session, event_id, list_id)
+            consumes = outbox.add_many(session, consume_redeemed_code.actor_name, [[i] for i in queued])
     except (lists.UnknownList, lists.ListError) as exc:
         raise _refused(exc) from exc
-    for redemption_id in queued:
-        background.add_task(redemptions.queue_quietly, sender(consume_redeemed_code), redemption_id)
+    background.add_task(flush, consumes)
     return EndConsumeOut(consumes_queued=len(queued))

@@ -16,10 +16,10 @@ from cardpipe.db import session_scope
 from cardpipe.routes.auth import OwnGate
 from cardpipe.routes.hygiene import API_CSP, page_csp
 from cardpipe.routes.schemas import ERRORS
-from cardpipe.services import redemptions
+from cardpipe.services import outbox
 from cardpipe.services.checkin import offline_sync, snapshot
 from models import Direction, RedemptionResult
-from workers.outbox import sender
+from workers.outbox import flush
 from workers.redemptions import consume_redeemed_code
 
 router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERRORS)
@@ -96,8 +96,8 @@ def upload_scans(body: UploadIn, gate: OwnGate, background: BackgroundTasks) -> 
     scans = [offline_sync.OfflineScan(s.nonce, s.code, s.direction, s.scanned_at, s.result) for s in body.scans]
     with session_scope() as session:
         report = offline_sync.merge(session, gate, scans)
-    for redemption_id in report.consumes:
-        background.add_task(redemptions.queue_quietly, sender(consume_redeemed_code), redemption_id)
+        consumes = outbox.add_many(session, consume_redeemed_code.actor_name, [[i] for i in report.consumes])
+    background.add_task(flush, consumes)
     return UploadOut(
         recorded=report.recorded,
         duplicates=report.duplicates,

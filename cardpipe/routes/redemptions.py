@@ -19,7 +19,7 @@ from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, Inbo
 from cardpipe.services import redemption_report, redemptions, revocations
 from cardpipe.services.checkin.gates import GateIdentity
 from models import ConsumeSync, Direction, RedemptionResult
-from workers.outbox import sender
+from workers.outbox import flush, sender
 from workers.redemptions import consume_redeemed_code, make_code_unavailable
 
 router = APIRouter(tags=["redemptions"], responses=ERRORS)
@@ -98,13 +98,13 @@ def redeem(body: RedemptionIn, background: BackgroundTasks, identity: GateScope)
     re-validating the response model cost a third of this endpoint's CPU."""
     scan = _scan_of(body, identity)
     try:
-        answer = redemptions.redeem_scan(scan)
+        answer, intents = redemptions.redeem_and_queue(scan, consume_actor=consume_redeemed_code.actor_name)
     except redemptions.NonceReused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except redemptions.RedemptionRefused as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    if answer.queue_consume:
-        background.add_task(redemptions.queue_quietly, sender(consume_redeemed_code), answer.redemption_id)
+    if intents:
+        background.add_task(flush, intents)
     out = RedemptionOut(
         ok=answer.ok,
         result=answer.result,

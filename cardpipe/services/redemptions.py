@@ -35,7 +35,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
+from cardpipe.services import outbox
 from cardpipe.services.checkin import admission
+from cardpipe.services.outbox import Intent
 from models import ConsumeSync, Direction, Event, Redemption, RedemptionResult, Ticket, TicketState
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,24 @@ def redeem_scan(scan: Scan) -> Answer:
     except NonceInFlight:
         with session_scope() as session:
             return redeem(session, scan)
+
+
+def redeem_and_queue(scan: Scan, *, consume_actor: str) -> tuple[Answer, list[Intent]]:
+    """One scan in its own transaction, which also records the intent to consume the ticket's
+    WeChat card (``consume_actor``) when the scan consumed it: the caller sends the intents after
+    the commit (the outbox relay does, should the caller not get to it)."""
+
+    def attempt() -> tuple[Answer, list[Intent]]:
+        with session_scope() as session:
+            answer = redeem(session, scan)
+            if not answer.queue_consume:
+                return answer, []
+            return answer, outbox.add_many(session, consume_actor, [[answer.redemption_id]])
+
+    try:
+        return attempt()
+    except NonceInFlight:
+        return attempt()
 
 
 def redeem(session: Session, scan: Scan, *, now: datetime | None = None) -> Answer:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api import create_app
 from models import ConsumeSync, RedemptionResult, TicketState
@@ -197,11 +198,11 @@ def test_redeeming_needs_a_gate_or_admin_token(client: TestClient, gate_event: G
 def test_the_answer_does_not_wait_for_the_queue(
     client: TestClient, gate_event: GateEvent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Redis refusing the message leaves the redemption pending for the resync sweep."""
+    """Redis refusing the message leaves the redemption pending, its intent to the outbox relay."""
     (ticket,) = gate_event.tickets(1)
 
     def redis_down(*args: object, **kwargs: object) -> None:
-        raise ConnectionError("redis down")
+        raise RedisConnectionError("redis down")
 
     monkeypatch.setattr(broker, "enqueue", redis_down)
 
