@@ -66,6 +66,8 @@ def main() -> None:
             "CARDPIPE_DATA_DIR": str(work / "data"),
             "CARDPIPE_SECRET_KEYS": Fernet.generate_key().decode(),
             "CARDPIPE_ADMIN_TOKENS": "test-admin-token",
+            # Every simulated buyer logs in from 127.0.0.1.
+            "CARDPIPE_LOGIN_LIMIT_PER_CLIENT": "1000000",
         }
     )
     from sqlalchemy.engine import make_url
