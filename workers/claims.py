@@ -24,7 +24,7 @@ from cardpipe.db import session_scope
 from cardpipe.outbound import Deferred, deferral_ms
 from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import claim_cache, inbox
-from cardpipe.services.claim_results import StoredResult, apply, awaits_push
+from cardpipe.services.claim_results import StoredResult, apply, awaits_push, own_tickets
 from cardpipe.settings import get_settings
 from workers.outbox import record_and_send
 
@@ -41,14 +41,16 @@ def process_client_result(inbox_id: int) -> None:
             if payload is None:
                 return
             stored = StoredResult.model_validate_json(payload)
+            own = own_tickets(session, stored.order_ids)
             grace_left_s = _push_grace_left_s()
-            if grace_left_s > 0 and awaits_push(session, stored):
+            if grace_left_s > 0 and awaits_push(stored, own):
                 raise Deferred("waiting for WeChat's user_get_card push", time.time() + grace_left_s)
             applied = apply(
                 session,
                 stored,
                 decrypt=store.card_api(stored.oa_appid).code_decrypt,
                 card_ticket=store.card_ticket,
+                own=own,
             )
             inbox.mark_processed(session, inbox_id, note="; ".join(applied.notes) or None)
             stale = stored.cache_keys if applied.orders else []

@@ -152,7 +152,7 @@ def accept(
     return Accepted(inbox_id=inbox_id, duplicate=inbox_id is None, resigned_orders=resigned)
 
 
-def _own_tickets(session: Session, order_ids: Collection[int]) -> dict[int, bool]:
+def own_tickets(session: Session, order_ids: Collection[int]) -> dict[int, bool]:
     """ticket id → whether WeChat's ``user_get_card`` already proved it reached its holder."""
     rows = session.execute(
         select(Ticket.id, Ticket.confirmed_by_wechat, Ticket.state).where(Ticket.order_id.in_(order_ids))
@@ -160,13 +160,13 @@ def _own_tickets(session: Session, order_ids: Collection[int]) -> dict[int, bool
     return {ticket_id: bool(by_wechat) and state in claims.PAST_CLAIM for ticket_id, by_wechat, state in rows}
 
 
-def awaits_push(session: Session, stored: StoredResult) -> bool:
+def awaits_push(stored: StoredResult, own: dict[int, bool]) -> bool:
     """Whether this result reports a received ticket that WeChat's push has not proved claimed
-    yet. WeChat pushes ``user_get_card`` within moments of the ``wx.addCard``; applying the result
-    after it costs no ``code/decrypt`` call (a daily quota, and most of a result's cost)."""
+    yet (``own``: :func:`own_tickets` of its orders). WeChat pushes ``user_get_card`` within
+    moments of the ``wx.addCard``; applying the result after it costs no ``code/decrypt`` call (a
+    daily quota, and most of a result's cost)."""
     if not stored.result.ok:
         return False
-    own = _own_tickets(session, stored.order_ids)
     named = (_ext_ticket(item.cardExt) for item in stored.result.cardList if item.isSuccess and item.code)
     return any(not own.get(ticket[0], True) for ticket in named if ticket is not None)
 
@@ -177,6 +177,7 @@ def apply(
     *,
     decrypt: Callable[[str], str],
     card_ticket: Callable[[str], StoredCredential],
+    own: dict[int, bool] | None = None,
 ) -> Applied:
     """Claim what the client received and re-sign what it spent (a no-op when ``accept`` did).
     Errors WeChat may clear up later (busy, quota, token) propagate for a retry; a code WeChat
@@ -190,7 +191,7 @@ def apply(
     Every WeChat call (decrypt, card ticket) comes before the first write: a transaction never
     holds its write locks across a network call (on SQLite that lock is the whole database's)."""
     applied = Applied()
-    own = _own_tickets(session, stored.order_ids)
+    own = own_tickets(session, stored.order_ids) if own is None else own
     received = [item for item in stored.result.cardList if stored.result.ok and item.isSuccess and item.code]
     #: (ticket id, card id, decrypted code — None when WeChat already proved the claim)
     reports: list[tuple[int, str, str | None]] = []
