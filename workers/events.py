@@ -4,7 +4,7 @@
 - ``user_get_card`` → the ticket its OuterStr names is claimed (or, if the client callback came
   first, confirmed by WeChat too), with the holder's OA openid and unionid;
 - ``user_del_card`` → deleted;
-- ``user_consume_card`` → ``redemptions.record_wechat_consume``;
+- ``user_consume_card`` → ``wechat_consumes.record_wechat_consume``;
 - ``card_pass_check`` / ``card_not_pass_check`` → the event's card audit status;
 - anything else is kept in the inbox and marked processed.
 
@@ -31,7 +31,7 @@ from cardpipe.db import session_scope
 from cardpipe.outbound import deferral_ms
 from cardpipe.services import card_audit, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
-from cardpipe.services.redemptions import record_wechat_consume
+from cardpipe.services.wechat_consumes import record_wechat_consume
 from models import Ticket
 from wechat.events import (
     CardEvent,

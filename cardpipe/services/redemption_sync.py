@@ -36,7 +36,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
-from cardpipe.services.redemptions import mark_consume_disagrees
+from cardpipe.services.wechat_consumes import mark_consume_disagrees
 from models import ConsumeSync, Event, OfficialAccount, Redemption, Revocation, Ticket
 from wechat.client import CardApi
 from wechat.errors import BusinessError, WeChatError

@@ -8,7 +8,8 @@ from sqlalchemy import update
 
 from cardpipe.db import session_scope
 from cardpipe.services import redemptions
-from cardpipe.services.redemptions import Scan, record_wechat_consume, redeem_scan
+from cardpipe.services.redemptions import Scan, redeem_scan
+from cardpipe.services.wechat_consumes import record_wechat_consume
 from models import ConsumeSync, Redemption, RedemptionResult, TicketState
 from tests.redemptions.conftest import GateEvent, redemption_rows, set_state, ticket_state
 
