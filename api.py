@@ -29,6 +29,7 @@ from cardpipe.routes.auth import authenticate_before_validation
 from cardpipe.routes.claim_poll import ClaimPollFastPath
 from cardpipe.routes.hygiene import SecurityHeaders
 from cardpipe.routes.limits import BodySizeLimit
+from cardpipe.routes.scan_fast_path import ScanFastPath
 from cardpipe.settings import get_settings
 
 
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     settings = get_settings()
+    app.add_middleware(ScanFastPath)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from cardpipe.services import redemptions
+from cardpipe.services.scan_fields import ScanFields
 
 
 def redeem(
@@ -25,21 +26,19 @@ def redeem(
     ),
 ) -> None:
     """Redeem one ticket code at a gate."""
-    from cardpipe.routes.redemptions import RedemptionIn
     from workers.outbox import flush
-    from workers.redemptions import consume_redeemed_code
 
     console = Console(highlight=False)
     fields = {"code": code, "gate": gate, "nonce": nonce or uuid.uuid4().hex, "card_id": card_id, "event_id": event_id}
     try:
-        checked = RedemptionIn.model_validate(fields)
+        checked = ScanFields.model_validate(fields)
     except ValidationError as exc:
         for error in exc.errors():
             console.print(f"[bold]error:[/bold] {error['loc'][-1]}: {error['msg']}", style="yellow")
         raise typer.Exit(2) from None
-    scan = redemptions.Scan(checked.code, checked.gate, checked.nonce, checked.card_id, checked.event_id)
+    scan = redemptions.Scan(checked.code, checked.gate or gate, checked.nonce, checked.card_id, checked.event_id)
     try:
-        answer, intents = redemptions.redeem_and_queue(scan, consume_actor=consume_redeemed_code.actor_name)
+        answer, intents = redemptions.redeem_and_queue(scan)
     except redemptions.RedemptionRefused as exc:
         console.print(f"[bold]error:[/bold] {exc}", style="yellow")
         raise typer.Exit(2) from exc

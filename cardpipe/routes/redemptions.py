@@ -7,7 +7,8 @@ reason, because the scan itself was fine; a malformed or unusable *scan* is a 4x
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import json
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Response, status
@@ -15,37 +16,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly, GateScope
-from cardpipe.routes.schemas import ERRORS, MAX_ID, ErrorResponse, EventId, InboundModel, TicketId, Unprocessable
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, InboundModel, TicketId, Unprocessable
 from cardpipe.services import redemption_report, redemptions, revocations
 from cardpipe.services.checkin.gates import GateIdentity
+from cardpipe.services.outbox import Intent
+from cardpipe.services.scan_fields import ScanFields
 from models import ConsumeSync, Direction, RedemptionResult
 from workers.outbox import flush, sender
-from workers.redemptions import consume_redeemed_code, make_code_unavailable
+from workers.redemptions import make_code_unavailable
 
 router = APIRouter(tags=["redemptions"], responses=ERRORS)
 
 
-class RedemptionIn(InboundModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    code: str = Field(min_length=1, max_length=32, pattern=r"^[\x21-\x7e]+$", description="The scanned code")
-    gate: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[^:\x00-\x1f]+$",
-        description="Which gate scanned it (no ':': gates named wechat:… are WeChat's own consumes); "
-        "required with a shared gate token, implied by a gate's own token",
-    )
-    nonce: str = Field(
-        min_length=8,
-        max_length=64,
-        pattern=r"^[0-9A-Za-z_-]+$",
-        description="One per scan, chosen by the gate (a UUID): a retry with the same nonce gets the same answer",
-    )
-    card_id: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")
-    event_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="The gate's event, if it knows it")
-    direction: Direction = Field(default=Direction.ENTRY, description="entry (default) or exit")
+class RedemptionIn(ScanFields, InboundModel):
+    """A scan, as a gate sends it (the rules of its fields: ``services.scan_fields``)."""
 
 
 class RedemptionOut(BaseModel):
@@ -90,22 +74,32 @@ def _scan_of(body: RedemptionIn, identity: GateIdentity | None) -> redemptions.S
     )
 
 
-@router.post("/v1/redemptions", response_model=RedemptionOut, responses=SCAN_ERRORS)
-def redeem(body: RedemptionIn, background: BackgroundTasks, identity: GateScope) -> Response:
-    """Redeem a scanned code at a gate (an entry, or an exit with ``direction: exit``), decided by
-    the gate's check-in list: answered at once, never waiting on WeChat (nor on the queue: the
-    consume message is sent after the answer). The answer is serialized here, once: FastAPI
-    re-validating the response model cost a third of this endpoint's CPU."""
-    scan = _scan_of(body, identity)
+@dataclass(frozen=True, slots=True)
+class ScanReply:
+    """What ``POST /v1/redemptions`` answers, serialized, and the consume intents to send after it."""
+
+    status: int
+    body: bytes
+    intents: list[Intent]
+
+
+def _refusal(status_code: int, detail: str) -> ScanReply:
+    return ScanReply(status_code, json.dumps({"detail": detail}, ensure_ascii=False).encode(), [])
+
+
+def reply_to_scan(body: RedemptionIn, identity: GateIdentity | None) -> ScanReply:
+    """Redeem one well-formed scan under the caller's gate identity (blocking: call it from a
+    worker thread). The answer is serialized here, once: FastAPI re-validating the response model
+    cost a third of this endpoint's CPU."""
     try:
-        answer, intents = redemptions.redeem_and_queue(scan, consume_actor=consume_redeemed_code.actor_name)
+        answer, intents = redemptions.redeem_and_queue(_scan_of(body, identity))
+    except HTTPException as exc:
+        return _refusal(exc.status_code, str(exc.detail))
     except redemptions.NonceReused as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        return _refusal(status.HTTP_409_CONFLICT, str(exc))
     except redemptions.RedemptionRefused as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    if intents:
-        background.add_task(flush, intents)
-    out = RedemptionOut(
+        return _refusal(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+    out = RedemptionOut.model_construct(
         ok=answer.ok,
         result=answer.result,
         message=answer.message(),
@@ -121,7 +115,20 @@ def redeem(body: RedemptionIn, background: BackgroundTasks, identity: GateScope)
         direction=answer.direction,
         list_id=answer.list_id,
     )
-    return Response(out.model_dump_json(), media_type="application/json")
+    return ScanReply(status.HTTP_200_OK, out.model_dump_json().encode(), intents)
+
+
+@router.post("/v1/redemptions", response_model=RedemptionOut, responses=SCAN_ERRORS)
+def redeem(body: RedemptionIn, background: BackgroundTasks, identity: GateScope) -> Response:
+    """Redeem a scanned code at a gate (an entry, or an exit with ``direction: exit``), decided by
+    the gate's check-in list: answered at once, never waiting on WeChat (nor on the queue: the
+    consume message is sent after the answer). The gates' requests are answered by
+    ``routes.scan_fast_path`` in front of the app, through the same :func:`reply_to_scan`; this
+    route documents the endpoint and answers what the fast path leaves to FastAPI."""
+    reply = reply_to_scan(body, identity)
+    if reply.intents:
+        background.add_task(flush, reply.intents)
+    return Response(reply.body, status_code=reply.status, media_type="application/json")
 
 
 class RevocationIn(InboundModel):

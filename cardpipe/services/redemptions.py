@@ -39,6 +39,9 @@ from models import ConsumeSync, Direction, Event, Redemption, RedemptionResult, 
 
 log = logging.getLogger(__name__)
 
+#: The worker actor that consumes a redeemed ticket's code in WeChat (``workers.redemptions``),
+#: named here so that the scan and its outbox intent commit together.
+CONSUME_ACTOR = "consume_redeemed_code"
 #: What a ticket in each state answers at a gate.
 RESULT_BY_STATE = {
     TicketState.CLAIMED: RedemptionResult.OK,
@@ -231,17 +234,18 @@ def redeem_scan(scan: Scan) -> Answer:
             return redeem(session, scan)
 
 
-def redeem_and_queue(scan: Scan, *, consume_actor: str) -> tuple[Answer, list[Intent]]:
-    """One scan in its own transaction, which also records the intent to consume the ticket's
-    WeChat card (``consume_actor``) when the scan consumed it: the caller sends the intents after
-    the commit (the outbox relay does, should the caller not get to it)."""
+def redeem_and_queue(scan: Scan) -> tuple[Answer, list[Intent]]:
+    """Redeem a scan and queue the WeChat consume it calls for: one transaction records the scan
+    and, when it consumed the ticket, the intent to run :data:`CONSUME_ACTOR` on its redemption.
+    The caller sends the intents after the commit (the outbox relay does, should it not get to
+    it). Every gate entry point (the api, ``cardpipe redeem``) goes through here."""
 
     def attempt() -> tuple[Answer, list[Intent]]:
         with session_scope() as session:
             answer = redeem(session, scan)
             if not answer.queue_consume:
                 return answer, []
-            return answer, outbox.add_many(session, consume_actor, [[answer.redemption_id]])
+            return answer, outbox.add_many(session, CONSUME_ACTOR, [[answer.redemption_id]])
 
     try:
         return attempt()

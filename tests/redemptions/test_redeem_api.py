@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -9,8 +10,10 @@ from fastapi.testclient import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api import create_app
+from cardpipe.routes.scan_fast_path import SEND_EVERY_S
 from models import ConsumeSync, RedemptionResult, TicketState
 from tests.redemptions.conftest import GATE, GateEvent, nonce, redemption_rows, scan, set_state, ticket_state
+from tests.waiting import wait_until
 from workers.broker import broker
 
 
@@ -22,8 +25,16 @@ def client(gate_event: GateEvent) -> Iterator[TestClient]:
     broker.flush_all()
 
 
-def queued_consumes() -> int:
+def _on_queue() -> int:
     return int(broker.client.llen(f"{broker.namespace}:wechat"))
+
+
+def queued_consumes(at_least: int = 0) -> int:
+    """Consume messages on the queue once ``at_least`` arrived and one more sending period
+    passed (the api sends them in batches, within ``SEND_EVERY_S`` of their answers)."""
+    wait_until(lambda: _on_queue() >= at_least, what=f"{at_least} consumes queued")
+    time.sleep(2 * SEND_EVERY_S)
+    return _on_queue()
 
 
 def test_a_claimed_ticket_is_let_in_and_its_consume_queued(client: TestClient, gate_event: GateEvent) -> None:
@@ -39,7 +50,7 @@ def test_a_claimed_ticket_is_let_in_and_its_consume_queued(client: TestClient, g
     assert ticket_state(ticket.id) == TicketState.REDEEMED
     (row,) = redemption_rows()
     assert row.result == RedemptionResult.OK and row.consume_sync == ConsumeSync.PENDING
-    assert queued_consumes() == 1
+    assert queued_consumes(1) == 1
 
 
 def test_the_same_nonce_gets_the_same_answer_and_changes_nothing(client: TestClient, gate_event: GateEvent) -> None:
@@ -52,7 +63,7 @@ def test_the_same_nonce_gets_the_same_answer_and_changes_nothing(client: TestCli
     assert again["replayed"] is True
     assert {k: v for k, v in again.items() if k != "replayed"} == {k: v for k, v in first.items() if k != "replayed"}
     assert len(redemption_rows()) == 1
-    assert queued_consumes() == 1
+    assert queued_consumes(1) == 1
 
 
 def test_a_refusal_replayed_stays_the_refusal_it_was(client: TestClient, gate_event: GateEvent) -> None:
@@ -78,7 +89,7 @@ def test_already_redeemed_says_when_and_at_which_gate(client: TestClient, gate_e
     assert second["redeemed_gate"] == "north-1"
     assert second["redeemed_at"] == first["redeemed_at"]
     assert "north-1" in second["message"]
-    assert queued_consumes() == 1
+    assert queued_consumes(1) == 1
 
 
 @pytest.mark.parametrize(
