@@ -1,7 +1,8 @@
 """Gate redemption, ticket revocation and the per-event redemption counts.
 
-``POST /v1/redemptions`` answers from the database alone (a row lock and two writes); the WeChat
-consume is queued after the commit. A refusal of the *ticket* is a 200 with ``ok: false`` and its
+``POST /v1/redemptions`` answers from the database alone (one transaction); the WeChat consume
+is queued after the commit. The gates' requests take ``routes.scan_fast_path`` in front of
+FastAPI, through the same :func:`reply_to_scan`. A refusal of the *ticket* is a 200 with ``ok: false`` and its
 reason, because the scan itself was fine; a malformed or unusable *scan* is a 4xx.
 """
 

@@ -4,37 +4,38 @@ A scan is checked under a row lock on the ticket (``SELECT … FOR UPDATE`` on P
 serialises writers, and the guarded ``UPDATE … WHERE state = 'claimed'`` decides there), decided
 by the gate's check-in list (``services.checkin.admission``: single or multi use, entry or exit,
 limits, windows, anti-passback, capacity), recorded under its client nonce, and answered. The
-``code/consume`` that tells WeChat (single-use entries only) is queued after the commit
-(``workers.redemptions``), so the gate never waits on WeChat. A partial unique index (one online
-``ok`` entry per single-use ticket) backs the lock up in the database itself.
+intent to tell WeChat (``code/consume``, single-use entries only: :data:`CONSUME_ACTOR`) commits
+with the scan and is sent after the commit, so the gate never waits on WeChat. A partial unique
+index (one online ``ok`` entry per single-use ticket) backs the lock up in the database itself.
 
 Idempotency: ``redemptions.nonce`` is unique. A nonce seen before returns the stored answer and
 changes nothing; a nonce being recorded by a concurrent request makes this one replay it.
 
-WeChat's own view of consumes (``user_consume_card`` pushes) is ``services.wechat_consumes``:
-it records its rows with :func:`record_row`, the same insert as the gate's.
+WeChat's own view of consumes (``user_consume_card`` pushes) is ``services.wechat_consumes``;
+both record their rows with ``services.redemption_writes``.
 
-The gate's statements are built once, here, and run as Core on the session's connection:
-building SQLAlchemy statements per call cost more CPU than everything else on this path.
+The gate's statements are built once and run as Core on the session's connection: building
+SQLAlchemy statements per call cost more CPU than everything else on this path. On PostgreSQL
+a fresh scan takes three statements: the ticket locked with its nonce looked up, the list's rules
+with the ticket's history, and every write at once (``redemption_writes.write_admitted``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
 from cardpipe.services import outbox
 from cardpipe.services.checkin import admission
 from cardpipe.services.outbox import Intent
+from cardpipe.services.redemption_writes import record_row, write_admitted
+from cardpipe.services.scan_answers import Answer, Scan
 from models import ConsumeSync, Direction, Event, Redemption, RedemptionResult, Ticket, TicketState
 
 log = logging.getLogger(__name__)
@@ -71,75 +72,6 @@ class NonceInFlight(Exception):
     """Another request is recording the same nonce; its answer, once committed, is ours."""
 
 
-@dataclass(frozen=True, slots=True)
-class Scan:
-    code: str
-    gate: str
-    nonce: str
-    card_id: str | None = None
-    event_id: int | None = None
-    direction: Direction = Direction.ENTRY
-    #: The gate's list when the gate scans under its own token (its event is then ``event_id``).
-    list_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    redemption_id: int
-    result: RedemptionResult
-    code: str
-    gate: str
-    nonce: str
-    ticket_id: int | None
-    event_id: int | None
-    answered_at: datetime
-    #: ``ok``: this scan; ``already_redeemed``: when the ticket was let in, and by which gate.
-    redeemed_at: datetime | None
-    redeemed_gate: str | None
-    replayed: bool
-    direction: Direction = Direction.ENTRY
-    list_id: int | None = None
-    single_use: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.result == RedemptionResult.OK
-
-    @property
-    def consumes(self) -> bool:
-        """An admitted single-use entry: the ticket's WeChat card is consumed."""
-        return self.ok and self.single_use and self.direction == Direction.ENTRY
-
-    @property
-    def queue_consume(self) -> bool:
-        return self.consumes and not self.replayed
-
-    def message(self) -> str:
-        if self.ok and self.direction == Direction.EXIT:
-            return "goodbye"
-        if self.result == RedemptionResult.ALREADY_REDEEMED and self.redeemed_at:
-            return f"already redeemed at {self.redeemed_at.isoformat()} by gate {self.redeemed_gate or '?'}"
-        return _MESSAGES[self.result]
-
-
-_MESSAGES = {
-    RedemptionResult.OK: "welcome",
-    RedemptionResult.INVALID: "no such ticket code",
-    RedemptionResult.NOT_CLAIMED: "ticket not claimed into WeChat yet",
-    RedemptionResult.ALREADY_REDEEMED: "already redeemed",
-    RedemptionResult.REVOKED: "ticket revoked",
-    RedemptionResult.DELETED: "ticket deleted from WeChat by its holder",
-    RedemptionResult.WRONG_EVENT: "ticket of another event",
-    RedemptionResult.OUTSIDE_WINDOW: "outside the list's admission hours",
-    RedemptionResult.LIMIT_REACHED: "the ticket has used all its entries",
-    RedemptionResult.DAY_LIMIT_REACHED: "the ticket has used all its entries for today",
-    RedemptionResult.ALREADY_INSIDE: "the ticket is inside: it must exit before entering again",
-    RedemptionResult.NOT_INSIDE: "the ticket is not inside",
-    RedemptionResult.CAPACITY_FULL: "the venue is full: wait until someone exits",
-    RedemptionResult.NOT_ON_LIST: "the list does not admit this ticket's class",
-}
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -165,9 +97,16 @@ TICKET_COLUMNS = select(
     _tickets.c.id, _tickets.c.event_id, _tickets.c.card_id, _tickets.c.state, _tickets.c.redeemed_at
 )
 _CODE = _tickets.c.code == bindparam("code")
-_LOCK_BY_CODE = TICKET_COLUMNS.where(_CODE).with_for_update()
-_LOCK_BY_CARD = TICKET_COLUMNS.where(_CODE, _tickets.c.card_id == bindparam("card_id")).with_for_update()
 LOCK_BY_EVENT = TICKET_COLUMNS.where(_CODE, _tickets.c.event_id == bindparam("event_id")).with_for_update()
+#: The redemption already recorded under the scan's nonce, if any: read with the ticket's lock, so
+#: a fresh scan (the common case) costs one statement before its decision.
+_SEEN = select(_redemptions.c.id).where(_redemptions.c.nonce == bindparam("nonce")).scalar_subquery().label("seen")
+_CANDIDATES = select(*TICKET_COLUMNS.selected_columns, _SEEN)
+_LOCK_BY_CODE = _CANDIDATES.where(_CODE).with_for_update(of=_tickets)
+_LOCK_BY_CARD = _CANDIDATES.where(_CODE, _tickets.c.card_id == bindparam("card_id")).with_for_update(of=_tickets)
+_LOCK_BY_SCAN_EVENT = _CANDIDATES.where(_CODE, _tickets.c.event_id == bindparam("event_id")).with_for_update(
+    of=_tickets
+)
 _ANY_BY_CODE = TICKET_COLUMNS.where(_CODE).limit(2)
 _BY_ID = TICKET_COLUMNS.where(_tickets.c.id == bindparam("ticket_id"))
 _STORED = select(
@@ -196,30 +135,6 @@ _ENTRY_GATE = (
 )
 
 
-@cache
-def _record_statement(dialect: str) -> Any:
-    """INSERT … ON CONFLICT (nonce) DO NOTHING RETURNING id, in the dialect's spelling."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(_redemptions).on_conflict_do_nothing(index_elements=["nonce"]).returning(_redemptions.c.id)
-
-
-def record_row(conn: Connection, values: dict[str, Any]) -> int | None:
-    row = {
-        "consume_attempts": 0,
-        "consume_in_doubt": 0,
-        "detail": None,
-        "consumed_at": None,
-        "list_id": None,
-        "direction": Direction.ENTRY,
-        "single_use": True,
-        "offline": False,
-        "scanned_at": None,
-        "conflict": None,
-        **values,
-    }
-    return conn.execute(_record_statement(conn.dialect.name), row).scalar_one_or_none()
-
-
 # -- the gate ----------------------------------------------------------------------------------
 
 
@@ -239,35 +154,52 @@ def redeem_and_queue(scan: Scan) -> tuple[Answer, list[Intent]]:
     and, when it consumed the ticket, the intent to run :data:`CONSUME_ACTOR` on its redemption.
     The caller sends the intents after the commit (the outbox relay does, should it not get to
     it). Every gate entry point (the api, ``cardpipe redeem``) goes through here."""
-
-    def attempt() -> tuple[Answer, list[Intent]]:
-        with session_scope() as session:
-            answer = redeem(session, scan)
-            if not answer.queue_consume:
-                return answer, []
-            return answer, outbox.add_many(session, CONSUME_ACTOR, [[answer.redemption_id]])
-
     try:
-        return attempt()
+        with session_scope() as session:
+            return _redeem(session, scan, now_utc(), consume_actor=CONSUME_ACTOR)
     except NonceInFlight:
-        return attempt()
+        with session_scope() as session:
+            return _redeem(session, scan, now_utc(), consume_actor=CONSUME_ACTOR)
 
 
 def redeem(session: Session, scan: Scan, *, now: datetime | None = None) -> Answer:
-    """Check and record one scan (no commit). Raises :class:`NonceInFlight` when a concurrent
-    request recorded the same nonce first: roll back and call again to get its answer."""
+    """Check and record one scan (no commit), queueing nothing. Raises :class:`NonceInFlight`
+    when a concurrent request recorded the same nonce first: roll back and call again to get its
+    answer."""
+    return _redeem(session, scan, now or now_utc(), consume_actor=None)[0]
+
+
+def _redeem(session: Session, scan: Scan, now: datetime, *, consume_actor: str | None) -> tuple[Answer, list[Intent]]:
+    """The scan checked and recorded, with the consume intent when ``consume_actor`` is given.
+    On PostgreSQL a fresh scan of a known ticket takes three statements: the ticket locked with
+    its nonce looked up, the list's rules with the ticket's history, and every write at once."""
     conn = session.connection()
-    stored = conn.execute(_STORED, {"nonce": scan.nonce}).one_or_none()
-    if stored is not None:
-        return _replay(conn, stored, scan)
-    now = now or now_utc()
-    ticket = _locked_ticket(conn, scan)
+    candidates = _locked_candidates(conn, scan)
+    if not candidates or candidates[0].seen is not None:
+        stored = conn.execute(_STORED, {"nonce": scan.nonce}).one_or_none()
+        if stored is not None:
+            return _replay(conn, stored, scan), []
+    ticket = _scanned_ticket(conn, scan, candidates)
     if ticket is None:
         return _record(conn, scan, None, RedemptionResult.INVALID, now, event_id=_gate_event_id(conn, scan))
     if not _is_gates_event(ticket, scan):
         return _record(conn, scan, ticket, RedemptionResult.WRONG_EVENT, now, event_id=_gate_event_id(conn, scan))
-    decided = admission.admit(session, ticket, list_id=scan.list_id, gate=scan.gate, direction=scan.direction, now=now)
-    return _record(conn, scan, ticket, decided.result, now, event_id=ticket.event_id, decided=decided)
+    where = {"list_id": scan.list_id, "gate": scan.gate, "direction": scan.direction, "now": now}
+    if conn.dialect.name == "postgresql":
+        decided, changes = admission.plan(session, ticket, **where)
+    else:
+        decided, changes = admission.admit(session, ticket, **where), None
+    return _record(
+        conn,
+        scan,
+        ticket,
+        decided.result,
+        now,
+        event_id=ticket.event_id,
+        decided=decided,
+        changes=changes,
+        consume_actor=consume_actor,
+    )
 
 
 def _is_gates_event(ticket: Row[Any], scan: Scan) -> bool:
@@ -276,19 +208,25 @@ def _is_gates_event(ticket: Row[Any], scan: Scan) -> bool:
     return not scan.card_id or ticket.card_id == scan.card_id
 
 
-def _locked_ticket(conn: Connection, scan: Scan) -> Row[Any] | None:
-    """The scanned ticket, locked. A code is unique per card, so without a card_id it may (very
-    rarely) name tickets of several events: the gate must then say which."""
+def _locked_candidates(conn: Connection, scan: Scan) -> list[Row[Any]]:
+    """The tickets the scan may name, locked, each with the redemption already recorded under
+    the scan's nonce (``seen``). A code is unique per card, so without a card_id it may (very
+    rarely) name tickets of several events."""
+    params = {"code": scan.code, "nonce": scan.nonce}
     if scan.card_id:
-        rows = conn.execute(_LOCK_BY_CARD, {"code": scan.code, "card_id": scan.card_id}).all()
-    elif scan.event_id is not None:
-        rows = conn.execute(LOCK_BY_EVENT, {"code": scan.code, "event_id": scan.event_id}).all()
-    else:
-        rows = conn.execute(_LOCK_BY_CODE, {"code": scan.code}).all()
-    if len(rows) > 1:
-        raise AmbiguousCode(f"code {scan.code} belongs to {len(rows)} events: scan with card_id or event_id")
-    if rows:
-        return rows[0]
+        return list(conn.execute(_LOCK_BY_CARD, {**params, "card_id": scan.card_id}).all())
+    if scan.event_id is not None:
+        return list(conn.execute(_LOCK_BY_SCAN_EVENT, {**params, "event_id": scan.event_id}).all())
+    return list(conn.execute(_LOCK_BY_CODE, params).all())
+
+
+def _scanned_ticket(conn: Connection, scan: Scan, candidates: list[Row[Any]]) -> Row[Any] | None:
+    """The scanned ticket (locked if it is the gate's): a code naming tickets of several events
+    needs the gate to say which."""
+    if len(candidates) > 1:
+        raise AmbiguousCode(f"code {scan.code} belongs to {len(candidates)} events: scan with card_id or event_id")
+    if candidates:
+        return candidates[0]
     if not scan.card_id and scan.event_id is None:
         return None
     # Not this gate's ticket: is it another event's? (A refusal changes nothing: no lock.)
@@ -320,33 +258,41 @@ def _record(
     *,
     event_id: int | None,
     decided: admission.Admission | None = None,
-) -> Answer:
+    changes: admission.Changes | None = None,
+    consume_actor: str | None = None,
+) -> tuple[Answer, list[Intent]]:
+    """Record the scan (and write ``changes``, an admitted scan's, with it), and answer it."""
     ok = result == RedemptionResult.OK
     single_use = decided.single_use if decided is not None else True
     consumes = ok and single_use and scan.direction == Direction.ENTRY
-    inserted = record_row(
-        conn,
-        {
-            "nonce": scan.nonce,
-            "code": scan.code,
-            "card_id": ticket.card_id if ticket is not None else scan.card_id,
-            "event_id": event_id,
-            "ticket_id": ticket.id if ticket is not None else None,
-            "gate": scan.gate,
-            "result": result,
-            "consume_sync": ConsumeSync.PENDING if consumes else ConsumeSync.NOT_NEEDED,
-            "created_at": now,
-            "list_id": decided.list_id if decided is not None else scan.list_id,
-            "direction": scan.direction,
-            "single_use": single_use,
-        },
-    )
+    record = {
+        "nonce": scan.nonce,
+        "code": scan.code,
+        "card_id": ticket.card_id if ticket is not None else scan.card_id,
+        "event_id": event_id,
+        "ticket_id": ticket.id if ticket is not None else None,
+        "gate": scan.gate,
+        "result": result,
+        "consume_sync": ConsumeSync.PENDING if consumes else ConsumeSync.NOT_NEEDED,
+        "created_at": now,
+        "list_id": decided.list_id if decided is not None else scan.list_id,
+        "direction": scan.direction,
+        "single_use": single_use,
+    }
+    intents: list[Intent] = []
+    if changes is not None:
+        inserted, intent = write_admitted(conn, record, changes, consume_actor=consume_actor)
+        intents = [intent] if intent is not None else []
+    else:
+        inserted = record_row(conn, record)
+        if inserted is not None and consumes and consume_actor is not None:
+            intents = outbox.add_many(conn, consume_actor, [[inserted]])
     if inserted is None:
         raise NonceInFlight(scan.nonce)
     redeemed_at, redeemed_gate = (now, scan.gate) if consumes else (None, None)
     if result == RedemptionResult.ALREADY_REDEEMED and ticket is not None:
         redeemed_at, redeemed_gate = ticket.redeemed_at, _entry_gate(conn, ticket.id)
-    return Answer(
+    answer = Answer(
         redemption_id=inserted,
         result=result,
         code=scan.code,
@@ -362,6 +308,7 @@ def _record(
         list_id=decided.list_id if decided is not None else scan.list_id,
         single_use=single_use,
     )
+    return answer, intents
 
 
 def _entry_gate(conn: Connection, ticket_id: int) -> str | None:

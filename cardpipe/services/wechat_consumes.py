@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.orm import Session
 
-from cardpipe.services.redemptions import LOCK_BY_EVENT, now_utc, record_row, result_of
+from cardpipe.services.redemption_writes import record_row
+from cardpipe.services.redemptions import LOCK_BY_EVENT, now_utc, result_of
 from models import ConsumeSync, Direction, Redemption, RedemptionResult, Ticket, TicketState
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,9 @@
 The caller (``services.redemptions.redeem``) has locked the scanned ticket's row and checked it
 belongs to the gate's event; here the list is found (the gate's own, or the one a registered gate
 name picks, or the event's default), the ticket's history on it is read, :func:`rules.decide`
-answers, and an admitted scan is applied in the same transaction:
+answers, and an admitted scan is applied in the same transaction (:func:`admit` writes it
+statement by statement; on PostgreSQL :func:`plan` hands the same changes to the caller, which
+writes them with the scan's record in one statement):
 
 - a ``single`` entry moves the ticket ``claimed → redeemed`` (a guarded UPDATE; without row locks,
   on SQLite, losing that race re-decides on what the winner left);
@@ -215,17 +217,62 @@ def move_inside(conn: Connection, list_id: int, change: int) -> None:
         conn.execute(_MOVE_INSIDE, {"list_id": list_id, "change": change})
 
 
-def admit(
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What an admitted scan changes, for a caller that writes it all at once (PostgreSQL)."""
+
+    #: The ticket moves ``claimed → redeemed`` (a single-use entry).
+    redeems: bool
+    #: The ticket's new presence row on the list.
+    presence: dict[str, Any]
+    #: The list's ``inside_now`` changes by this (lists with a capacity), else 0.
+    inside_change: int
+
+
+def _decide(
     session: Session, ticket: Row[Any], *, list_id: int | None, gate: str, direction: Direction, now: datetime
-) -> Admission:
-    """Decide a scan of ``ticket`` (already locked) and apply it if admitted (no commit)."""
-    conn = session.connection()
+) -> tuple[ListView, rules.History, str | None, int | None, RedemptionResult]:
+    """The deciding list, the ticket's history on it, its class, the list's inside count (locked,
+    lists with a capacity only) and the answer."""
     view, history, ticket_class = _scan_view(session, ticket, list_id=list_id, gate=gate)
     inside_now = None
     if view.rules.capacity is not None:
-        inside_now = conn.execute(_LOCK_LIST, {"list_id": view.list_id}).scalar_one()
-    state = ticket.state
-    result = rules.decide(view.rules, state, history, direction, now, inside_now=inside_now, ticket_class=ticket_class)
+        inside_now = session.connection().execute(_LOCK_LIST, {"list_id": view.list_id}).scalar_one()
+    result = rules.decide(
+        view.rules, ticket.state, history, direction, now, inside_now=inside_now, ticket_class=ticket_class
+    )
+    return view, history, ticket_class, inside_now, result
+
+
+def plan(
+    session: Session, ticket: Row[Any], *, list_id: int | None, gate: str, direction: Direction, now: datetime
+) -> tuple[Admission, Changes | None]:
+    """Decide a scan of ``ticket`` (locked by ``SELECT … FOR UPDATE``: PostgreSQL) and say what
+    it changes if admitted, writing nothing: the caller writes the changes with the scan's record
+    (``services.scan_writes``). Under the row lock the ticket's state cannot move meanwhile."""
+    view, history, _class, _inside, result = _decide(
+        session, ticket, list_id=list_id, gate=gate, direction=direction, now=now
+    )
+    admission = Admission(result, view.list_id, view.single_use, direction)
+    if result != RedemptionResult.OK:
+        return admission, None
+    new = rules.after(view.rules, history, direction, now)
+    presence = presence_row(
+        ticket_id=ticket.id, list_id=view.list_id, event_id=ticket.event_id, history=new, at=now, now=now
+    )
+    change = rules.inside_change(history, new) if view.rules.capacity is not None else 0
+    return admission, Changes(view.single_use and direction == Direction.ENTRY, presence, change)
+
+
+def admit(
+    session: Session, ticket: Row[Any], *, list_id: int | None, gate: str, direction: Direction, now: datetime
+) -> Admission:
+    """Decide a scan of ``ticket`` (already locked) and apply it if admitted (no commit): statement
+    by statement, as SQLite needs (no row locks: the guarded UPDATE decides a race)."""
+    conn = session.connection()
+    view, history, ticket_class, inside_now, result = _decide(
+        session, ticket, list_id=list_id, gate=gate, direction=direction, now=now
+    )
     consumes = result == RedemptionResult.OK and view.single_use and direction == Direction.ENTRY
     if consumes and conn.execute(_REDEEM, {"ticket_id": ticket.id, "at": now}).rowcount != 1:
         # Only without row locks (SQLite): a concurrent writer got there first. Look again.
