@@ -235,7 +235,7 @@ def consume_at_end(
     try:
         with session_scope() as session:
             queued = end_of_event.consume_entered_tickets(session, event_id, list_id)
-            consumes = outbox.add_many(session, consume_redeemed_code.actor_name, [[i] for i in queued])
+            consumes = outbox.add_many(session.connection(), consume_redeemed_code.actor_name, [[i] for i in queued])
     except (lists.UnknownList, lists.ListError) as exc:
         raise _refused(exc) from exc
     background.add_task(flush, consumes)

@@ -96,7 +96,10 @@ def upload_scans(body: UploadIn, gate: OwnGate, background: BackgroundTasks) -> 
     scans = [offline_sync.OfflineScan(s.nonce, s.code, s.direction, s.scanned_at, s.result) for s in body.scans]
     with session_scope() as session:
         report = offline_sync.merge(session, gate, scans)
-        consumes = outbox.add_many(session, consume_redeemed_code.actor_name, [[i] for i in report.consumes])
+        # On the connection: Core's multi-row insert, not the ORM's bulk machinery.
+        consumes = outbox.add_many(
+            session.connection(), consume_redeemed_code.actor_name, [[i] for i in report.consumes]
+        )
     background.add_task(flush, consumes)
     return UploadOut(
         recorded=report.recorded,

@@ -55,7 +55,7 @@ GATE_TOKEN_TTL_S = 5.0
 #: Scans redeemed at once in one api process.
 SCAN_THREADS = 8
 #: Consume intents of answered scans wait at most this long to be sent together.
-SEND_EVERY_S = 0.05
+SEND_EVERY_S = 0.2
 _JSON = b"application/json"
 
 

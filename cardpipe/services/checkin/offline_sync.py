@@ -159,8 +159,15 @@ def _lock_tickets(session: Session, gate: GateIdentity, list_id: int, codes: set
     histories = {
         row.ticket_id: row
         for row in session.execute(
-            select(Presence).where(Presence.list_id == list_id, Presence.ticket_id.in_([t.id for t in found]))
-        ).scalars()
+            select(
+                Presence.ticket_id,
+                Presence.entries,
+                Presence.day,
+                Presence.day_entries,
+                Presence.inside,
+                Presence.last_scan_at,
+            ).where(Presence.list_id == list_id, Presence.ticket_id.in_([t.id for t in found]))
+        )
     }
     views = {}
     for ticket in found:
