@@ -157,7 +157,8 @@ class ScanFastPath:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != SCAN_PATH:
             await self.app(scope, receive, send)
             return
-        authorization = content_type = None
+        authorization: str | None = None
+        content_type: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")

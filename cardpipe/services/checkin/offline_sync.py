@@ -16,16 +16,19 @@ Invariants:
   admission the server would have refused keeps the server's reason in ``conflict`` (e.g. the same
   single-use ticket let in by two offline gates: both entries stay, the later one is the conflict).
 - **Set-based.** One batch costs a handful of statements (lock, nonce check, presence read, and
-  one pipelined insert, upsert and update each), not a round trip per scan.
+  one pipelined insert, upsert and update each), not a round trip per scan. On PostgreSQL a set of
+  codes, ids or nonces is one array parameter (``= ANY``), not one parameter per value: the
+  statement text stays the same whatever the batch, and building it stays cheap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import BigInteger, ColumnElement, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,6 +46,7 @@ from models import (
     Ticket,
     TicketState,
 )
+from models.base import UTCDateTime
 
 #: Most scans one upload may carry (a gate uploads a long offline spell in several).
 MAX_BATCH = 2000
@@ -89,6 +93,28 @@ class _TicketView:
     last_scan_at: datetime | None
     touched: bool = False
     redeemed_at: datetime | None = None
+
+
+_tickets = Ticket.__table__
+#: The consumed tickets of a batch: ``claimed → redeemed`` at the time their gate let them in.
+_REDEEMED_AT = select(
+    func.unnest(bindparam("ids", type_=postgresql.ARRAY(BigInteger))).label("id"),
+    func.unnest(bindparam("ats", type_=postgresql.ARRAY(UTCDateTime))).label("at"),
+).subquery("redeemed_at")
+_REDEEM_ALL = (
+    update(_tickets)
+    .where(_tickets.c.id == _REDEEMED_AT.c.id, _tickets.c.state == TicketState.CLAIMED)
+    .values(state=TicketState.REDEEMED, redeemed_at=_REDEEMED_AT.c.at, updated_at=bindparam("now", type_=UTCDateTime))
+)
+
+
+def _one_of(column: Any, values: Collection[Any], session: Session) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter."""
+    if session.get_bind().dialect.name != "postgresql":
+        listed: ColumnElement[bool] = column.in_(values)
+        return listed
+    one_of: ColumnElement[bool] = column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return one_of
 
 
 def merge(
@@ -152,7 +178,7 @@ def _lock_tickets(session: Session, gate: GateIdentity, list_id: int, codes: set
     ticket_class = select(Order.ticket_class).where(Order.id == Ticket.order_id).scalar_subquery()
     found = session.execute(
         select(Ticket.id, Ticket.code, Ticket.card_id, Ticket.state, ticket_class.label("ticket_class"))
-        .where(Ticket.event_id == gate.event_id, Ticket.code.in_(codes))
+        .where(Ticket.event_id == gate.event_id, _one_of(Ticket.code, codes, session))
         .order_by(Ticket.id)
         .with_for_update()
     ).all()
@@ -166,7 +192,7 @@ def _lock_tickets(session: Session, gate: GateIdentity, list_id: int, codes: set
                 Presence.day_entries,
                 Presence.inside,
                 Presence.last_scan_at,
-            ).where(Presence.list_id == list_id, Presence.ticket_id.in_([t.id for t in found]))
+            ).where(Presence.list_id == list_id, _one_of(Presence.ticket_id, [t.id for t in found], session))
         )
     }
     views = {}
@@ -190,7 +216,7 @@ def _drop_known_nonces(
         row.nonce: row
         for row in session.execute(
             select(Redemption.nonce, Redemption.code, Redemption.gate, Redemption.direction).where(
-                Redemption.nonce.in_({scan.nonce for scan in scans})
+                _one_of(Redemption.nonce, {scan.nonce for scan in scans}, session)
             )
         )
     }
@@ -287,7 +313,7 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[str, int | Non
     if consuming:
         found = session.execute(
             select(table.c.nonce, table.c.id).where(
-                table.c.nonce.in_(consuming), table.c.consume_sync == ConsumeSync.PENDING
+                _one_of(table.c.nonce, consuming, session), table.c.consume_sync == ConsumeSync.PENDING
             )
         )
         recorded.update({nonce: row_id for nonce, row_id in found})
@@ -297,7 +323,8 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[str, int | Non
 def _write_tickets(
     session: Session, gate: GateIdentity, list_id: int, tickets: dict[str, _TicketView], now: datetime
 ) -> None:
-    """One multi-row upsert of the histories, one batched update of the consumed tickets."""
+    """One multi-row upsert of the histories, one update of the consumed tickets (on PostgreSQL one
+    statement over the arrays of their ids and times; elsewhere a batched executemany)."""
     conn = session.connection()
     histories = [
         presence_row(
@@ -314,7 +341,10 @@ def _write_tickets(
     if histories:
         conn.execute(upsert_statement(conn.dialect.name), histories)
     redeemed = [{"ticket_id": t.id, "at": t.redeemed_at} for t in tickets.values() if t.redeemed_at is not None]
-    if redeemed:
+    if redeemed and conn.dialect.name == "postgresql":
+        ids, ats = [row["ticket_id"] for row in redeemed], [row["at"] for row in redeemed]
+        conn.execute(_REDEEM_ALL, {"ids": ids, "ats": ats, "now": now})
+    elif redeemed:
         session.execute(
             update(Ticket.__table__)
             .where(Ticket.__table__.c.id == bindparam("ticket_id"), Ticket.__table__.c.state == TicketState.CLAIMED)
