@@ -249,7 +249,7 @@ def plan(
 ) -> tuple[Admission, Changes | None]:
     """Decide a scan of ``ticket`` (locked by ``SELECT … FOR UPDATE``: PostgreSQL) and say what
     it changes if admitted, writing nothing: the caller writes the changes with the scan's record
-    (``services.scan_writes``). Under the row lock the ticket's state cannot move meanwhile."""
+    (``services.redemption_writes``). Under the row lock the ticket's state cannot move meanwhile."""
     view, history, _class, _inside, result = _decide(
         session, ticket, list_id=list_id, gate=gate, direction=direction, now=now
     )
