@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -37,6 +36,7 @@ from dramatiq import Actor
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from cardpipe import clock
 from cardpipe.db import session_scope
 from cardpipe.runtime import redis_client
 from cardpipe.services.ops_history import sample_minute
@@ -198,7 +198,7 @@ def lead(settings: Settings, redis: Redis, lease: Lease, stopping: threading.Eve
             id=job.name,
             name=job.name,
             args=(lease, redis, job),
-            next_run_time=datetime.now(UTC),
+            next_run_time=clock.now(),
         )
     # The ops charts' per-minute sample is taken here, not queued: it must not wait behind the
     # backlog it measures. It only reads, and stores each minute once (a new leader at once).
@@ -209,7 +209,7 @@ def lead(settings: Settings, redis: Redis, lease: Lease, stopping: threading.Eve
         id="ops-sample",
         name="ops-sample",
         args=(lease, redis, QueueMonitor(broker)),
-        next_run_time=datetime.now(UTC),
+        next_run_time=clock.now(),
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -37,10 +37,12 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from scratch_db import drop_database, scratch_database
+
+from cardpipe import clock
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -284,7 +286,7 @@ def _seed(orders: int, fake_url: str) -> _Seeded:
         ]
         session.add_all(tickets)
         session.flush()
-        now = datetime.now(UTC)
+        now = clock.now()
         for ticket in tickets:
             signed = sign_card_ext(
                 api_ticket=current.value, card_id=card_id, code=ticket.code, outer_str=str(ticket.id)
@@ -419,7 +421,7 @@ def main(args: argparse.Namespace) -> None:
                 f"baseline GET /healthz: {baseline['rps']:.0f} req/s, p50 {baseline['p50_ms']:.2f} ms, "
                 f"p99 {baseline['p99_ms']:.2f} ms, {baseline['statuses']}"
             )
-            poll_started = datetime.now(UTC)
+            poll_started = clock.now()
             poll = _run_load(ports, polls, args.seconds, args.connections, WARMUP_S)
             written = _tickets_written_since(poll_started)
             print(

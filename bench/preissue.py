@@ -39,6 +39,8 @@ from pathlib import Path
 
 from scratch_db import drop_database, scratch_database
 
+from cardpipe import clock
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -216,7 +218,6 @@ def _verify(event_id: int, expected: int) -> None:
 
 def _naive(event_id: int, appid: str) -> float:
     """One ORM insert and one commit per ticket, signing after the flush (the seed code's way)."""
-    from datetime import UTC, datetime
 
     from sqlalchemy import select
 
@@ -251,14 +252,13 @@ def _naive(event_id: int, appid: str) -> float:
                     api_ticket=current.value, card_id=card_id, code=ticket.code, outer_str=str(ticket.id)
                 )
                 ticket.card_ext, ticket.nonce, ticket.timestamp = signed.card_ext, signed.nonce, signed.timestamp
-                ticket.ticket_version, ticket.signed_at = current.version, datetime.now(UTC)
+                ticket.ticket_version, ticket.signed_at = current.version, clock.now()
             count += 1
     return count / (time.perf_counter() - started)
 
 
 def _floor(event_id: int, appid: str) -> float:
     """Codes and signatures in a tight loop, then one COPY and one commit."""
-    from datetime import UTC, datetime
 
     from sqlalchemy import select, text
 
@@ -285,7 +285,7 @@ def _floor(event_id: int, appid: str) -> float:
             .all()
         )
         codes = new_codes(len(orders), length, alphabet)
-        now = datetime.now(UTC).isoformat()
+        now = clock.now().isoformat()
         stamp = int(time.time())
         rows = []
         for ticket_id, order_id, code in zip(ids, orders, codes, strict=True):

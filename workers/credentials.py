@@ -18,13 +18,13 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import dramatiq
 from sqlalchemy import select
 
 import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
-from cardpipe import rotation
+from cardpipe import clock, rotation
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
@@ -182,7 +182,7 @@ def confirm_client_claims() -> None:
     with session_scope() as session:
         pending = unconfirmed_client_claims(
             session,
-            now=datetime.now(UTC),
+            now=clock.now(),
             delay_s=settings.claim_confirm_delay_s,
             max_age_s=settings.claim_confirm_max_age_s,
             limit=CONFIRM_SCAN_LIMIT,
@@ -215,7 +215,7 @@ def requeue_missing_tickets() -> None:
     tickets (its message was lost or dead-lettered) gets its planner again, which raises the stock
     and sends the missing orders; otherwise its orders still lacking tickets go to ``issue_orders``."""
     stuck_after = get_settings().preissue_stuck_after_s
-    cutoff = datetime.now(UTC) - timedelta(seconds=stuck_after)
+    cutoff = clock.now() - timedelta(seconds=stuck_after)
     with session_scope() as session:
         events = list(
             session.scalars(

@@ -26,7 +26,7 @@ from cardpipe.credentials import StoredCredential
 from cardpipe.services import claims, inbox
 from cardpipe.services.claim_cache import record_key
 from cardpipe.services.claims import ClaimOutcome, OrderRef, Signal
-from models import InboxSource, Ticket
+from models import RECEIVED_STATES, InboxSource, Ticket
 from wechat.errors import BusinessError
 
 ADD_CARD_OK = "addCard:ok"
@@ -157,7 +157,7 @@ def own_tickets(session: Session, order_ids: Collection[int]) -> dict[int, bool]
     rows = session.execute(
         select(Ticket.id, Ticket.confirmed_by_wechat, Ticket.state).where(Ticket.order_id.in_(order_ids))
     ).all()
-    return {ticket_id: bool(by_wechat) and state in claims.PAST_CLAIM for ticket_id, by_wechat, state in rows}
+    return {ticket_id: bool(by_wechat) and state in RECEIVED_STATES for ticket_id, by_wechat, state in rows}
 
 
 def awaits_push(stored: StoredResult, own: dict[int, bool]) -> bool:

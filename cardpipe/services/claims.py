@@ -17,18 +17,28 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.credentials import CredentialStore, StoredCredential
 from cardpipe.services.claim_cache import CachedClaim, record_key
 from cardpipe.services.resign import resign_tickets
 from cardpipe.services.ticket_signing import sign_card_ext
-from models import CredentialKind, Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
+from models import (
+    CLAIMABLE_STATES,
+    RECEIVED_STATES,
+    CredentialKind,
+    Event,
+    MiniProgram,
+    OfficialAccount,
+    Order,
+    Ticket,
+    TicketState,
+)
 
 #: What a pending poll tells the client to wait before polling again.
 RETRY_AFTER_MS = 1_000
@@ -36,9 +46,6 @@ RETRY_AFTER_MS = 1_000
 PENDING_TTL_MS = RETRY_AFTER_MS
 SETTLED_TTL_MS = 600_000
 
-CLAIMABLE = (TicketState.READY, TicketState.SERVED)
-#: States a ticket reaches only after WeChat gave it to someone: a late signal just records itself.
-PAST_CLAIM = (TicketState.CLAIMED, TicketState.REDEEMED, TicketState.DELETED, TicketState.REVOKED)
 #: user_del_card may overtake user_get_card's processing, so a served ticket can go straight there.
 DELETABLE = (TicketState.READY, TicketState.SERVED, TicketState.CLAIMED)
 
@@ -204,7 +211,7 @@ def _claimable_cards(
         return {}
     outstanding = session.execute(
         select(Ticket.id, Ticket.order_id, Ticket.state, Ticket.ticket_version).where(
-            Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE)
+            Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE_STATES)
         )
     ).all()
     if not outstanding:
@@ -222,7 +229,7 @@ def _claimable_cards(
     serve(session, [ticket_id for ticket_id, _, state, _ in outstanding if state == TicketState.READY])
     rows = session.execute(
         select(Ticket.order_id, Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
-        .where(Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE))
+        .where(Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE_STATES))
         .order_by(Ticket.order_id, Ticket.seq)
     ).all()
     cards: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
@@ -235,7 +242,7 @@ def serve(session: Session, ticket_ids: Collection[int]) -> int:
     """ready → served; returns how many moved."""
     if not ticket_ids:
         return 0
-    now = datetime.now(UTC)
+    now = clock.now()
     result = session.execute(
         update(Ticket)
         .where(Ticket.id.in_(ticket_ids), Ticket.state == TicketState.READY)
@@ -264,7 +271,7 @@ def confirm_claim(
         Ticket.card_id == card_id,
         or_(Ticket.code == code, Ticket.code.is_(None)),
     ]
-    now = datetime.now(UTC)
+    now = clock.now()
     values: dict[str, object] = {flag.key: True, "code": func.coalesce(Ticket.code, code), "updated_at": now}
     if signal == Signal.WECHAT:
         values["confirmed_at"] = now
@@ -277,11 +284,11 @@ def confirm_claim(
         statement = update(Ticket).where(*matches, *where).values({**values, **extra})
         return session.execute(statement.execution_options(synchronize_session=False)).rowcount
 
-    if guarded(Ticket.state.in_(CLAIMABLE), state=TicketState.CLAIMED, claimed_at=now):
+    if guarded(Ticket.state.in_(CLAIMABLE_STATES), state=TicketState.CLAIMED, claimed_at=now):
         return ClaimOutcome.CLAIMED
-    if guarded(Ticket.state.in_(PAST_CLAIM), flag.is_(False), claimed_at=func.coalesce(Ticket.claimed_at, now)):
+    if guarded(Ticket.state.in_(RECEIVED_STATES), flag.is_(False), claimed_at=func.coalesce(Ticket.claimed_at, now)):
         return ClaimOutcome.CONFIRMED
-    already = session.execute(select(flag).where(*matches, Ticket.state.in_(PAST_CLAIM))).scalar_one_or_none()
+    already = session.execute(select(flag).where(*matches, Ticket.state.in_(RECEIVED_STATES))).scalar_one_or_none()
     return ClaimOutcome.DUPLICATE if already else ClaimOutcome.UNMATCHED
 
 
@@ -307,11 +314,11 @@ def cards_in_package(session: Session, ref: OrderRef) -> list[tuple[str, str]] |
 def record_client_report(session: Session, *, ticket_id: int, card_id: str) -> ClaimOutcome:
     """The client reports a ticket that WeChat's ``user_get_card`` already confirmed: its flag is
     recorded (CONFIRMED), or was already (DUPLICATE); a ticket of another card is UNMATCHED."""
-    now = datetime.now(UTC)
+    now = clock.now()
     matches = (Ticket.id == ticket_id, Ticket.card_id == card_id, Ticket.confirmed_by_wechat.is_(True))
     changed = session.execute(
         update(Ticket)
-        .where(*matches, Ticket.state.in_(PAST_CLAIM), Ticket.confirmed_by_client.is_(False))
+        .where(*matches, Ticket.state.in_(RECEIVED_STATES), Ticket.confirmed_by_client.is_(False))
         .values(confirmed_by_client=True, updated_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -324,7 +331,7 @@ def record_client_report(session: Session, *, ticket_id: int, card_id: str) -> C
 def delete(session: Session, *, event_id: int, code: str) -> list[int]:
     """The user deleted the event's card with ``code`` in WeChat: → deleted. Returns the orders
     whose ticket moved."""
-    now = datetime.now(UTC)
+    now = clock.now()
     result = session.execute(
         update(Ticket)
         .where(Ticket.event_id == event_id, Ticket.code == code, Ticket.state.in_(DELETABLE))
@@ -344,7 +351,7 @@ def resign_spent(session: Session, spent: Mapping[int, str], *, api_ticket: str,
         return []
     rows = session.execute(
         select(Ticket.id, Ticket.order_id, Ticket.card_id, Ticket.code, Ticket.nonce).where(
-            Ticket.id.in_(spent), Ticket.state.in_(CLAIMABLE)
+            Ticket.id.in_(spent), Ticket.state.in_(CLAIMABLE_STATES)
         )
     ).all()
     orders: list[int] = []
@@ -352,10 +359,10 @@ def resign_spent(session: Session, spent: Mapping[int, str], *, api_ticket: str,
         if nonce != spent[ticket_id]:
             continue
         signed = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
-        now = datetime.now(UTC)
+        now = clock.now()
         result = session.execute(
             update(Ticket)
-            .where(Ticket.id == ticket_id, Ticket.nonce == nonce, Ticket.state.in_(CLAIMABLE))
+            .where(Ticket.id == ticket_id, Ticket.nonce == nonce, Ticket.state.in_(CLAIMABLE_STATES))
             .values(
                 card_ext=signed.card_ext,
                 nonce=signed.nonce,
@@ -375,7 +382,7 @@ def outstanding_nonces(session: Session, order_ids: Collection[int]) -> dict[int
     """ticket id → current nonce of the orders' outstanding tickets (what a client holds now)."""
     rows = session.execute(
         select(Ticket.id, Ticket.nonce).where(
-            Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE), Ticket.nonce.is_not(None)
+            Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE_STATES), Ticket.nonce.is_not(None)
         )
     ).all()
     return {ticket_id: nonce for ticket_id, nonce in rows}
@@ -401,6 +408,6 @@ def card_ticket_even_without_redis(store: CredentialStore, appid: str) -> Stored
         return store.card_ticket(appid)
     except RedisError:
         stored = store.stored(appid, CredentialKind.CARD_TICKET)
-        if stored is None or stored.remaining(datetime.now(UTC).timestamp()) <= 0:
+        if stored is None or stored.remaining(clock.now().timestamp()) <= 0:
             raise
         return stored

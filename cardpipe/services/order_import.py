@@ -24,7 +24,6 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import IO, Any
 
@@ -32,6 +31,7 @@ import psycopg
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.events import UnknownEvent
 from cardpipe.services.ticket_classes import check_class
 from models import Event
@@ -425,7 +425,7 @@ def import_orders(
 
     new_orders, new_tickets = connection.execute(_NEW_TOTALS, params).one()
     if new_orders:
-        connection.execute(_INSERT_NEW, {**params, "now": datetime.now(UTC)})
+        connection.execute(_INSERT_NEW, {**params, "now": clock.now()})
         session.execute(
             update(Event)
             .where(Event.id == event_id)

@@ -37,24 +37,23 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 import psycopg
 from sqlalchemy import and_, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.credentials import StoredCredential
 from cardpipe.services.codes import new_codes
 from cardpipe.services.events import CARD_ID, UnknownEvent, event_oa_appid, get_event
 from cardpipe.services.ticket_signing import sign_card_ext
-from models import CodeMode, Event, EventState, OfficialAccount, Order, Ticket, TicketState
+from models import RECEIVED_STATES, CodeMode, Event, EventState, OfficialAccount, Order, Ticket, TicketState
 from wechat.client import MAX_CODES_PER_CALL, CardApi
 
 log = logging.getLogger(__name__)
 
-#: Ticket states whose card the holder has received: each took one unit of WeChat's stock.
-RECEIVED_STATES = (TicketState.CLAIMED, TicketState.REDEEMED, TicketState.DELETED, TicketState.REVOKED)
 #: Rounds of redrawing colliding codes before giving up (one collision in 10^9 draws is already
 #: rare; a policy too small for its event fails here instead of looping).
 MAX_DRAWS = 8
@@ -110,7 +109,7 @@ def start_preissue(session: Session, event_id: int) -> Event:
     event = get_event(session, event_id)
     if event.card_id is None:
         raise PreissueError(f"event {event_id} has no card")
-    now = datetime.now(UTC)
+    now = clock.now()
     session.execute(
         update(Event)
         .where(
@@ -334,7 +333,7 @@ def _record_stock(session: Session, event_id: int, stock: int, received: int) ->
     session.execute(
         update(Event)
         .where(Event.id == event_id)
-        .values(wechat_stock=stock, wechat_stock_received=received, wechat_stock_at=datetime.now(UTC))
+        .values(wechat_stock=stock, wechat_stock_received=received, wechat_stock_at=clock.now())
     )
 
 
@@ -489,7 +488,7 @@ def issue_orders(
             return [None] * count
         return list(draw_codes(count, event.code_length, event.code_alphabet))
 
-    now = datetime.now(UTC)
+    now = clock.now()
     batch = _Batch(
         event_id=event_id,
         card_id=event.card_id,

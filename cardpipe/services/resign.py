@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.ticket_signing import sign_card_ext
-from models import Event, Ticket, TicketState
-
-OUTSTANDING = (TicketState.READY, TicketState.SERVED)
+from models import CLAIMABLE_STATES, Event, Ticket
 
 _POSTGRES_UPDATE = text(
     """
@@ -36,7 +34,7 @@ _POSTGRES_UPDATE = text(
 
 
 def _stale(version: int) -> Any:
-    return Ticket.state.in_(OUTSTANDING) & (Ticket.ticket_version < version)
+    return Ticket.state.in_(CLAIMABLE_STATES) & (Ticket.ticket_version < version)
 
 
 def resign_tickets(session: Session, ticket_ids: Sequence[int], *, api_ticket: str, version: int) -> int:
@@ -90,7 +88,7 @@ def stale_count(session: Session, official_account_id: int, version: int) -> int
 def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, version: int) -> int:
     if not rows:
         return 0
-    now = datetime.now(UTC)
+    now = clock.now()
     signed = []
     for ticket_id, card_id, code in rows:
         ext = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
@@ -104,7 +102,7 @@ def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, versi
         .where(
             table.c.id == bindparam("ticket_id"),
             # Not IN (…): an expanding parameter cannot go into an executemany.
-            or_(*(table.c.state == state for state in OUTSTANDING)),
+            or_(*(table.c.state == state for state in CLAIMABLE_STATES)),
             table.c.ticket_version < version,
         )
         .values(
