@@ -175,18 +175,18 @@ def _stop(workers: subprocess.Popen[bytes]) -> None:
 def _preissue(event_id: int, expected: int, timeout_s: float, pids: list[int]) -> tuple[float, dict[int, float]]:
     """Seconds from start to the last ticket, and the workers' peak RSS."""
     from cardpipe.db import session_scope
-    from cardpipe.services import preissue
+    from cardpipe.services.preissue import tracking
     from workers.preissue import plan_preissue
 
     started = time.perf_counter()
     with session_scope() as session:
-        preissue.start_preissue(session, event_id)
+        tracking.start_preissue(session, event_id)
     plan_preissue.send(event_id)
     deadline = time.monotonic() + timeout_s
     last_report = 0.0
     while True:
         with session_scope() as session:
-            progress = preissue.preissue_progress(session, event_id, by_state=False)
+            progress = tracking.preissue_progress(session, event_id, by_state=False)
         elapsed = time.perf_counter() - started
         if progress.tickets_issued >= expected:
             return elapsed, {pid: _peak_rss_mb(pid) for pid in pids}

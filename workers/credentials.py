@@ -28,9 +28,10 @@ from cardpipe import clock, rotation
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import account_health, claim_cache, claims, preissue, resign
+from cardpipe.services import account_health, claim_cache, claims, resign
 from cardpipe.services.claim_confirmation import apply as apply_confirmation
 from cardpipe.services.claim_confirmation import look_up, still_unconfirmed, unconfirmed_client_claims
+from cardpipe.services.preissue import tracking
 from cardpipe.settings import get_settings
 from models import CredentialKind, Event, EventState, OfficialAccount
 from wechat.errors import ConfigurationError
@@ -226,8 +227,8 @@ def requeue_missing_tickets() -> None:
         if not redis_client().set(f"cardpipe:reissue:{event_id}", "1", nx=True, ex=max(1, int(stuck_after))):
             continue
         with session_scope() as session:
-            replan = preissue.stock_uncovered(session, event_id)
-            order_ids = [] if replan else preissue.orders_missing_tickets(session, event_id, REISSUE_ORDERS_PER_RUN)
+            replan = tracking.stock_uncovered(session, event_id)
+            order_ids = [] if replan else tracking.orders_missing_tickets(session, event_id, REISSUE_ORDERS_PER_RUN)
         if replan:
             plan_preissue.send(event_id)
             log.warning("event %s: its stock does not cover its tickets; planner sent again", event_id)

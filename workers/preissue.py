@@ -10,7 +10,7 @@ import dramatiq
 import workers.broker  # noqa: F401  (binds the broker before the actors are declared)
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import preissue
+from cardpipe.services.preissue import issue, planner
 from cardpipe.settings import get_settings
 from workers.outbox import record_and_send
 
@@ -25,7 +25,7 @@ STOCK_LOCK_TTL_S = 15 * 60
 def issue_orders(event_id: int, order_ids: list[int]) -> None:
     """Create the missing tickets of ``order_ids`` (signed, ``ready``) in one transaction."""
     with session_scope() as session:
-        preissue.issue_orders(session, event_id, order_ids, card_ticket=credential_store().card_ticket)
+        issue.issue_orders(session, event_id, order_ids, card_ticket=credential_store().card_ticket)
 
 
 @dramatiq.actor(
@@ -36,7 +36,7 @@ def plan_preissue(event_id: int) -> None:
     lock = redis_client().lock(
         f"cardpipe:lock:preissue-stock:{event_id}", timeout=STOCK_LOCK_TTL_S, blocking_timeout=60, thread_local=False
     )
-    preissue.plan_preissue(
+    planner.plan_preissue(
         event_id,
         sessions=session_scope,
         card_api=credential_store().card_api,

@@ -33,7 +33,8 @@ from rich.text import Text
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, outbox, preissue
+from cardpipe.services import events, order_import, outbox
+from cardpipe.services.preissue import PreissueError, tracking
 from models import CodeMode
 from models.event import UNAMBIGUOUS_ALPHABET
 from wechat.errors import WeChatError
@@ -173,7 +174,7 @@ class RateColumn(ProgressColumn):
         return Text("… tickets/s" if speed is None else f"{speed:,.0f} tickets/s", style="cyan")
 
 
-def _progress_table(progress: preissue.Progress) -> Table:
+def _progress_table(progress: tracking.Progress) -> Table:
     table = Table(title=f"event {progress.event_id}: {progress.state}", show_header=False)
     table.add_row("orders complete", f"{progress.orders_complete:,} / {progress.orders_total:,}")
     table.add_row("tickets issued", f"{progress.tickets_issued:,} / {progress.tickets_total:,}")
@@ -183,9 +184,9 @@ def _progress_table(progress: preissue.Progress) -> Table:
     return table
 
 
-def _read_progress(event_id: int, *, by_state: bool = False) -> preissue.Progress:
+def _read_progress(event_id: int, *, by_state: bool = False) -> tracking.Progress:
     with session_scope() as session:
-        return preissue.preissue_progress(session, event_id, by_state=by_state)
+        return tracking.preissue_progress(session, event_id, by_state=by_state)
 
 
 def _watch(event_id: int) -> None:
@@ -221,12 +222,12 @@ def start_preissue(
 
     try:
         with session_scope() as session:
-            event = preissue.start_preissue(session, event_id)
+            event = tracking.start_preissue(session, event_id)
             state = event.state
             planner = outbox.add(session, plan_preissue.actor_name, event_id)
     except events.UnknownEvent as exc:
         raise _fail(str(exc)) from None
-    except preissue.PreissueError as exc:
+    except PreissueError as exc:
         raise _fail(str(exc)) from None
     flush([planner])
     console.print(f"event {event_id} is {state}; the planner is queued")

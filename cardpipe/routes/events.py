@@ -22,7 +22,8 @@ from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Unprocessable
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, outbox, preissue
+from cardpipe.services import events, order_import, outbox
+from cardpipe.services.preissue import PreissueError, tracking
 from models import CodeMode, Event, MiniProgram, OfficialAccount
 from models.event import UNAMBIGUOUS_ALPHABET
 from wechat.errors import ConfigurationError, WeChatError
@@ -287,12 +288,12 @@ def start_preissue(event_id: EventId) -> PreissueStartedOut:
     """Mark the event pre-issuing and queue the planner; progress is at ``progress_url``."""
     try:
         with session_scope() as session:
-            event = preissue.start_preissue(session, event_id)
+            event = tracking.start_preissue(session, event_id)
             state = event.state
             planner = outbox.add(session, plan_preissue.actor_name, event_id)
     except events.UnknownEvent as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except preissue.PreissueError as exc:
+    except PreissueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     flush([planner])
     return PreissueStartedOut(event_id=event_id, state=state, progress_url=f"{router.prefix}/{event_id}/progress")
@@ -305,7 +306,7 @@ def preissue_progress(
 ) -> ProgressOut:
     try:
         with session_scope() as session:
-            progress = preissue.preissue_progress(session, event_id, by_state=by_state)
+            progress = tracking.preissue_progress(session, event_id, by_state=by_state)
     except events.UnknownEvent as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return ProgressOut.model_validate(progress, from_attributes=True)

@@ -143,13 +143,15 @@ IssueAll = Callable[[int], None]
 @pytest.fixture
 def issue_all(organiser: Organiser) -> Iterator[IssueAll]:
     """Run the planner and every chunk in this process (no queue)."""
-    from cardpipe.services import preissue
+    from cardpipe.services.preissue import tracking
+    from cardpipe.services.preissue.issue import issue_orders
+    from cardpipe.services.preissue.planner import plan_preissue
 
     def run(event_id: int) -> None:
         chunks: list[list[int]] = []
         with session_scope() as session:
-            preissue.start_preissue(session, event_id)
-        preissue.plan_preissue(
+            tracking.start_preissue(session, event_id)
+        plan_preissue(
             event_id,
             sessions=session_scope,
             card_api=credential_store().card_api,
@@ -158,6 +160,6 @@ def issue_all(organiser: Organiser) -> Iterator[IssueAll]:
         )
         for ids in chunks:
             with session_scope() as session:
-                preissue.issue_orders(session, event_id, ids, card_ticket=credential_store().card_ticket)
+                issue_orders(session, event_id, ids, card_ticket=credential_store().card_ticket)
 
     yield run

@@ -20,7 +20,8 @@ from api import create_app
 from cardpipe.db import session_scope
 from cardpipe.routes.readiness import ports
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import events, preissue
+from cardpipe.services import events
+from cardpipe.services.preissue import tracking
 from cardpipe.services.readiness import checks, signals
 from cardpipe.services.readiness.report import Item, Report
 from models import Event, Order
@@ -117,7 +118,7 @@ class Setup:
 
     def preissue(self) -> None:
         with session_scope() as session:
-            preissue.start_preissue(session, self.event_id)
+            tracking.start_preissue(session, self.event_id)
         plan_preissue.send(self.event_id)
         wait_until(lambda: self.event().state == "issued", what="pre-issue done")
 
