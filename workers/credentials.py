@@ -28,7 +28,7 @@ from cardpipe import clock, rotation
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import account_health, claim_cache, claims, resign
+from cardpipe.services import account_health, claim_cache, claim_ownership, resign
 from cardpipe.services.claim_confirmation import apply as apply_confirmation
 from cardpipe.services.claim_confirmation import look_up, still_unconfirmed, unconfirmed_client_claims
 from cardpipe.services.preissue import tracking
@@ -205,7 +205,7 @@ def confirm_claims(appid: str, ticket_ids: list[int]) -> None:
         info = look_up(claim, lambda card_id, code: api.code_get(card_id, code, check_consume=False))
         with session_scope() as session:
             apply_confirmation(session, claim, info)
-            stale = claims.cache_keys(session, [claim.order_id])
+            stale = claim_ownership.cache_keys(session, [claim.order_id])
         claim_cache.invalidate(redis_client(), stale)
 
 

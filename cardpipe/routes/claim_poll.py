@@ -30,9 +30,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.runtime import async_redis_client, credential_store, redis_client
-from cardpipe.services import claim_cache, claims, outbox, sessions
+from cardpipe.services import claim_cache, claim_ownership, claim_payload, outbox, sessions
 from cardpipe.services.claim_cache import CachedClaim
-from cardpipe.services.claims import ClaimStatus, OrderRef
+from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.claim_payload import ClaimStatus
 from cardpipe.services.poll_tally import PollTally
 from cardpipe.services.sessions import InvalidSession, MpSession
 from wechat.errors import WeChatError
@@ -42,7 +43,7 @@ from workers.preissue import issue_orders
 #: An order number as the path carries it: printable ASCII but ``/``, at most 64 characters.
 ORDER_NO_PATTERN = r"^[!-.0-~]{1,64}$"
 POLL_PATH = re.compile(r"^/v1/orders/([!-.0-~]{1,64})/claim$")
-RETRY_AFTER_S = str(max(1, claims.RETRY_AFTER_MS // 1000))
+RETRY_AFTER_S = str(max(1, claim_payload.RETRY_AFTER_MS // 1000))
 #: This process's poll count, for ``/metrics``.
 POLLS = PollTally()
 
@@ -86,13 +87,13 @@ def _first_issue_request(order_id: int) -> bool:
 
 def card_ticket(appid: str) -> StoredCredential:
     """The account's card ticket, from the database while Redis is away (see
-    :func:`claims.card_ticket_even_without_redis`)."""
-    return claims.card_ticket_even_without_redis(credential_store(), appid)
+    :func:`claim_payload.card_ticket_even_without_redis`)."""
+    return claim_payload.card_ticket_even_without_redis(credential_store(), appid)
 
 
 def rebuild(refs: list[OrderRef]) -> dict[str, CachedClaim]:
     """Build one caller's claims from the database and cache them (order number → claim). Raises
-    ``claims.UnknownOrders``, building nothing, if the caller lacks any of the orders. With Redis
+    ``claim_ownership.UnknownOrders``, building nothing, if the caller lacks any of the orders. With Redis
     away the claims are built and served, not cached."""
     redis = redis_client()
     try:
@@ -100,7 +101,7 @@ def rebuild(refs: list[OrderRef]) -> dict[str, CachedClaim]:
     except RedisError:
         seen = None
     with session_scope() as session:
-        built = claims.build_claims(session, refs, card_ticket=card_ticket)
+        built = claim_payload.build_claims(session, refs, card_ticket=card_ticket)
     to_issue = [order for answer in built.values() for order in answer.to_issue]
     if seen is not None:
         try:
@@ -115,7 +116,7 @@ def rebuild(refs: list[OrderRef]) -> dict[str, CachedClaim]:
 
 async def current_claims(session: MpSession, order_nos: list[str]) -> dict[str, CachedClaim]:
     """The claims of the caller's orders: cached records where they may be served, the rest
-    rebuilt (re-signed if stale) in a worker thread. Raises ``claims.UnknownOrders`` if the caller
+    rebuilt (re-signed if stale) in a worker thread. Raises ``claim_ownership.UnknownOrders`` if the caller
     lacks one, ``WeChatError`` if a re-sign needed a card ticket WeChat would not give."""
     refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
     try:
@@ -144,7 +145,7 @@ async def poll_answer(authorization: str | None, order_no: str, if_none_match: s
         return _error(401, str(exc), **{"www-authenticate": "Bearer"})
     try:
         claim = (await current_claims(session, [order_no]))[order_no]
-    except claims.UnknownOrders:
+    except claim_ownership.UnknownOrders:
         return _error(404, "no such order")
     except WeChatError as exc:
         detail = f"WeChat did not answer usefully (errcode {exc.errcode}); retry shortly"
