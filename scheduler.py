@@ -44,14 +44,12 @@ from cardpipe.services.queues import QueueMonitor
 from cardpipe.services.readiness.signals import LEADER_LEASE_KEY
 from cardpipe.settings import Settings, get_settings
 from workers.broker import broker
-from workers.credentials import (
-    confirm_client_claims,
-    refresh_all_credentials,
-    requeue_missing_tickets,
-    resign_all_stale,
-)
+from workers.confirmations import confirm_client_claims
+from workers.credentials import refresh_all_credentials
 from workers.inbox import requeue_stale_inbox
+from workers.preissue import requeue_missing_tickets
 from workers.redemptions import resync_redemptions
+from workers.resign import resign_all_stale
 
 log = logging.getLogger("cardpipe.scheduler")
 

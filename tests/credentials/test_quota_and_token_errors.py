@@ -16,7 +16,7 @@ from tests.credentials.conftest import Override, Shop, calls
 from tests.waiting import wait_until
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker
-from workers.credentials import confirm_claims
+from workers.confirmations import confirm_claims
 from workers.preissue import plan_preissue
 
 

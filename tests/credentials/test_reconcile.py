@@ -14,7 +14,8 @@ from models import Event, EventState, Ticket, TicketState
 from tests.credentials.conftest import Shop, calls
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker
-from workers.credentials import confirm_claims, confirm_client_claims, requeue_missing_tickets
+from workers.confirmations import confirm_claims, confirm_client_claims
+from workers.preissue import requeue_missing_tickets
 
 
 def _drain(worker: dramatiq.Worker, *queues: str) -> None:

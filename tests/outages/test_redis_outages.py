@@ -46,7 +46,7 @@ from tests.waiting import wait_until
 from tests.worlds import World
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker
-from workers.credentials import requeue_missing_tickets
+from workers.preissue import requeue_missing_tickets
 
 RECOVERY_LIMIT_S = 30.0
 PREISSUE_ORDERS = 600
