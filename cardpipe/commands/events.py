@@ -33,7 +33,7 @@ from rich.text import Text
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, outbox
+from cardpipe.services import events, order_import
 from cardpipe.services.preissue import PreissueError, tracking
 from models import CodeMode
 from models.event import UNAMBIGUOUS_ALPHABET
@@ -222,9 +222,7 @@ def start_preissue(
 
     try:
         with session_scope() as session:
-            event = tracking.start_preissue(session, event_id)
-            state = event.state
-            planner = outbox.add(session, plan_preissue.actor_name, event_id)
+            state, planner = tracking.start_and_queue_planner(session, event_id, planner_actor=plan_preissue.actor_name)
     except events.UnknownEvent as exc:
         raise _fail(str(exc)) from None
     except PreissueError as exc:

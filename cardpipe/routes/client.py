@@ -21,17 +21,11 @@ from redis.exceptions import RedisError
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import authenticates
-from cardpipe.routes.claim_poll import (
-    ORDER_NO_PATTERN,
-    RETRY_AFTER_S,
-    card_ticket,
-    current_claims,
-    poll_answer,
-    request_issue,
-)
+from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
 from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import redis_client
 from cardpipe.services import claim_cache, claim_ownership, claim_payload, claim_results, login_limits, outbox, sessions
+from cardpipe.services.claim_answers import card_ticket
 from cardpipe.services.claim_ownership import OrderRef
 from cardpipe.services.claim_payload import ClaimStatus
 from cardpipe.services.claim_results import AddCardResult

@@ -22,7 +22,7 @@ from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Unprocessable
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, outbox
+from cardpipe.services import events, order_import
 from cardpipe.services.preissue import PreissueError, tracking
 from models import CodeMode, Event, MiniProgram, OfficialAccount
 from models.event import UNAMBIGUOUS_ALPHABET
@@ -288,9 +288,7 @@ def start_preissue(event_id: EventId) -> PreissueStartedOut:
     """Mark the event pre-issuing and queue the planner; progress is at ``progress_url``."""
     try:
         with session_scope() as session:
-            event = tracking.start_preissue(session, event_id)
-            state = event.state
-            planner = outbox.add(session, plan_preissue.actor_name, event_id)
+            state, planner = tracking.start_and_queue_planner(session, event_id, planner_actor=plan_preissue.actor_name)
     except events.UnknownEvent as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except PreissueError as exc:

@@ -1,6 +1,8 @@
 """Where an event's pre-issue stands: starting it, its progress, and the work still missing.
 
-Every function here reads or makes one guarded update; none calls WeChat.
+Every function here reads or makes one guarded update; none calls WeChat. Starting pre-issue
+records the planner's intent in the same transaction (``services.outbox``), so a started event
+always has a planner on its way.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.services import outbox
 from cardpipe.services.events import UnknownEvent, get_event
+from cardpipe.services.outbox import Intent
 from cardpipe.services.preissue import PreissueError
 from models import Event, EventState, Order, Ticket, TicketState
 
@@ -51,6 +55,14 @@ def start_preissue(session: Session, event_id: int) -> Event:
     )
     session.refresh(event)
     return event
+
+
+def start_and_queue_planner(session: Session, event_id: int, *, planner_actor: str) -> tuple[str, Intent]:
+    """:func:`start_preissue`, and in the same transaction the intent to run the planner
+    (``planner_actor``, with the event id): the caller sends the intent after the commit.
+    Returns the event's state and the intent."""
+    event = start_preissue(session, event_id)
+    return event.state, outbox.add(session, planner_actor, event_id)
 
 
 def preissue_progress(session: Session, event_id: int, *, by_state: bool = True) -> Progress:
