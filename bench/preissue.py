@@ -105,11 +105,11 @@ def _write_orders(path: Path, count: int, tickets: int, prefix: str) -> None:
 
 def _import(event_id: int, path: Path) -> tuple[int, float]:
     from cardpipe.db import session_scope
-    from cardpipe.services import order_import
+    from cardpipe.services import order_file, order_import
 
     started = time.perf_counter()
     with path.open("rb") as stream, session_scope() as session:
-        report = order_import.import_orders(session, event_id, stream, order_import.ImportFormat.CSV)
+        report = order_import.import_orders(session, event_id, stream, order_file.ImportFormat.CSV)
     return report.inserted, time.perf_counter() - started
 
 

@@ -33,7 +33,7 @@ from rich.text import Text
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import
+from cardpipe.services import events, order_file, order_import
 from cardpipe.services.preissue import PreissueError, tracking
 from models import CodeMode
 from models.event import UNAMBIGUOUS_ALPHABET
@@ -111,21 +111,21 @@ def create_event(
     console.print(f"event {event_id} created with card {event_card}")
 
 
-def _format_of(path: Path, given: order_import.ImportFormat | None) -> order_import.ImportFormat:
+def _format_of(path: Path, given: order_file.ImportFormat | None) -> order_file.ImportFormat:
     if given is not None:
         return given
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return order_import.ImportFormat.CSV
+        return order_file.ImportFormat.CSV
     if suffix in (".jsonl", ".ndjson"):
-        return order_import.ImportFormat.JSONL
+        return order_file.ImportFormat.JSONL
     raise _fail(f"cannot tell the format of {path.name}: use --format csv|jsonl")
 
 
 def import_orders(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV (with header) or JSON lines."),
     event: int = typer.Option(..., "--event", "-e", help="Event id."),
-    fmt: order_import.ImportFormat | None = typer.Option(None, "--format", help="csv or jsonl (default: by suffix)."),
+    fmt: order_file.ImportFormat | None = typer.Option(None, "--format", help="csv or jsonl (default: by suffix)."),
     reject_conflicts: bool = typer.Option(False, help="Reject the whole import if any order conflicts."),
 ) -> None:
     """Import orders into an event: all or nothing; bad rows are reported by line."""
@@ -149,7 +149,7 @@ def import_orders(
                 )
     except events.UnknownEvent as exc:
         raise _fail(str(exc)) from None
-    except order_import.ImportRejected as exc:
+    except order_file.ImportRejected as exc:
         console.print(f"import rejected, nothing stored ({exc.total} problem(s)):", style="bold red")
         for error in exc.errors:
             console.print(f"  line {error.line}: {error.reason}")

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from cardpipe import runtime
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import accounts, events, order_import
+from cardpipe.services import accounts, events, order_file, order_import
 from models import CodeMode, Event, Order, Ticket
 from tests.worlds import World, new_world
 from wechat.fake import FakeWeChatControl, FakeWeChatServer
@@ -77,7 +77,7 @@ class Organiser:
     def import_csv(self, event_id: int, text: str, **options: Any) -> order_import.ImportReport:
         with session_scope() as session:
             return order_import.import_orders(
-                session, event_id, io.BytesIO(text.encode()), order_import.ImportFormat.CSV, **options
+                session, event_id, io.BytesIO(text.encode()), order_file.ImportFormat.CSV, **options
             )
 
     def import_orders(self, event_id: int, count: int, *, tickets: int = 1, start: int = 0) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import make_engine
 from cardpipe.migrate import upgrade
-from cardpipe.services import order_import
+from cardpipe.services import order_file, order_import
 from cardpipe.services.codes import new_codes
 from cardpipe.services.preissue import tracking
 from cardpipe.services.preissue.issue import issue_orders
@@ -54,9 +54,9 @@ def test_import_and_issue_on_sqlite(sqlite_session: Session) -> None:
     session = sqlite_session
     event_id = _event(session)
     data = orders_csv(1_200, tickets=2).encode()
-    report = order_import.import_orders(session, event_id, io.BytesIO(data), order_import.ImportFormat.CSV)
+    report = order_import.import_orders(session, event_id, io.BytesIO(data), order_file.ImportFormat.CSV)
     session.commit()
-    again = order_import.import_orders(session, event_id, io.BytesIO(data), order_import.ImportFormat.CSV)
+    again = order_import.import_orders(session, event_id, io.BytesIO(data), order_file.ImportFormat.CSV)
     session.commit()
     assert (report.inserted, again.inserted, again.unchanged) == (1_200, 0, 1_200)
 
@@ -82,7 +82,7 @@ def test_import_and_issue_on_sqlite(sqlite_session: Session) -> None:
 def test_a_colliding_code_is_redrawn_on_sqlite(sqlite_session: Session) -> None:
     session = sqlite_session
     event_id = _event(session)
-    order_import.import_orders(session, event_id, io.BytesIO(orders_csv(3).encode()), order_import.ImportFormat.CSV)
+    order_import.import_orders(session, event_id, io.BytesIO(orders_csv(3).encode()), order_file.ImportFormat.CSV)
     session.commit()
     order_ids = list(session.scalars(select(Order.id).order_by(Order.id)))
     issue_orders(session, event_id, order_ids[:1], card_ticket=lambda _appid: TICKET)
@@ -133,7 +133,7 @@ def test_the_whole_preissue_on_sqlite_is_accepted_by_wechat(
         session.flush()
         event_id = event.id
         order_import.import_orders(
-            session, event_id, io.BytesIO(orders_csv(60, tickets=2).encode()), order_import.ImportFormat.CSV
+            session, event_id, io.BytesIO(orders_csv(60, tickets=2).encode()), order_file.ImportFormat.CSV
         )
         tracking.start_preissue(session, event_id)
 
@@ -168,7 +168,7 @@ def test_ticket_classes_are_staged_on_sqlite(sqlite_session: Session) -> None:
     session = sqlite_session
     event_id = _event(session)
     data = b"order_no,openid,ticket_count,ticket_class\nV-1,oA,1,vip\nS-1,oB,1,\n"
-    order_import.import_orders(session, event_id, io.BytesIO(data), order_import.ImportFormat.CSV)
+    order_import.import_orders(session, event_id, io.BytesIO(data), order_file.ImportFormat.CSV)
     session.commit()
 
     rows = session.execute(select(Order.order_no, Order.ticket_class).order_by(Order.order_no))
