@@ -41,8 +41,6 @@ from pathlib import Path
 from http_load import request_line, run_load
 from scratch_db import drop_database, scratch_database
 
-from cardpipe import clock
-
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -73,6 +71,7 @@ class _Seeded:
 def _seed(orders: int, fake_url: str) -> _Seeded:
     """OA + MP (at the fake and here), one event, ``orders`` orders with one ready ticket each,
     and a session token per buyer."""
+    from cardpipe import clock
     from cardpipe.db import session_scope
     from cardpipe.runtime import credential_store
     from cardpipe.services import accounts
@@ -232,6 +231,7 @@ def main(args: argparse.Namespace) -> None:
     }
     os.environ.update(env_values)
     sys.path.insert(0, str(ROOT))
+    from cardpipe import clock
     from cardpipe.migrate import upgrade
     from wechat.fake import FakeWeChatServer
 

@@ -176,7 +176,7 @@ def make_launch(world: World, fake: FakeWeChatControl, api: str, *, safe_mode: b
 
 @pytest.fixture
 def launch(
-    cardpipe_world: World, fake: FakeWeChatControl, api_url: str, stub_worker: dramatiq.Worker
+    cardpipe_world: World, fake: FakeWeChatControl, api_url: str, broker_worker: dramatiq.Worker
 ) -> Iterator[Launch]:
     """An event whose card is audited (through a real ``card_pass_check`` push) and ready."""
     launch = make_launch(cardpipe_world, fake, api_url)

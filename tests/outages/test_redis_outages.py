@@ -195,7 +195,7 @@ def test_the_scheduler_is_alive_and_leading_after_a_10s_redis_outage(start_stack
 
 
 def test_a_planner_message_dropped_on_the_floor_still_gets_the_stock_raised(
-    cardpipe_world: World, fake: FakeWeChatControl, stub_worker: dramatiq.Worker
+    cardpipe_world: World, fake: FakeWeChatControl, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a pre-issue whose planner message never reached a worker (refused, lost, dead-lettered)
     launch = make_launch(cardpipe_world, fake, "http://127.0.0.1:9")
@@ -218,7 +218,7 @@ def test_a_planner_message_dropped_on_the_floor_still_gets_the_stock_raised(
     requeue_missing_tickets.send()
     for queue in ("maintenance", "preissue"):
         broker.join(queue, timeout=30_000)
-    stub_worker.join()
+    broker_worker.join()
 
     # Then the planner ran again: the stock covers every ticket, and only then is the event issued
     assert fake.card(card_id)["stock"] >= 50

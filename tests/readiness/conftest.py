@@ -139,7 +139,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(cardpipe_world: World, fake: FakeWeChatControl, api_url: str, stub_worker: dramatiq.Worker) -> Setup:
+def setup(cardpipe_world: World, fake: FakeWeChatControl, api_url: str, broker_worker: dramatiq.Worker) -> Setup:
     """Accounts registered, pushes aimed at the app, a scheduler leading; no event yet."""
     result = Setup(cardpipe_world, fake, api_url)
     result.point_pushes_at_the_app()
