@@ -1,3 +1,12 @@
 """dramatiq actors. ``workers.broker`` must be imported first: it binds the Redis broker."""
 
-from workers import claims, credentials, events, inbox, preissue, redemptions  # noqa: F401
+from workers import (  # noqa: F401
+    claims,
+    confirmations,
+    credentials,
+    events,
+    inbox,
+    preissue,
+    redemptions,
+    resign,
+)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
 from cardpipe.db import session_scope
 from cardpipe.outbound import deferral_ms
-from cardpipe.services import card_audit, claims, inbox, tenancy
+from cardpipe.services import card_audit, claim_ownership, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.wechat_consumes import record_wechat_consume
 from models import Ticket
@@ -155,7 +155,7 @@ def process_push(inbox_id: int) -> None:
             payload, official_account_id = taken
             handled = handle(session, parse_event(payload), official_account_id=official_account_id)
             inbox.mark_processed(session, inbox_id, note=handled.note)
-            stale = claims.cache_keys(session, handled.orders)
+            stale = claim_ownership.cache_keys(session, handled.orders)
     except Exception as exc:
         if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
             inbox.record_failure(inbox_id, exc)

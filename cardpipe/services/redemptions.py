@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.db import session_scope
 from cardpipe.services import outbox
 from cardpipe.services.checkin import admission
@@ -70,10 +71,6 @@ class NonceReused(RedemptionRefused):
 
 class NonceInFlight(Exception):
     """Another request is recording the same nonce; its answer, once committed, is ours."""
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def result_of(state: str) -> RedemptionResult:
@@ -156,17 +153,17 @@ def redeem_and_queue(scan: Scan) -> tuple[Answer, list[Intent]]:
     it). Every gate entry point (the api, ``cardpipe redeem``) goes through here."""
     try:
         with session_scope() as session:
-            return _redeem(session, scan, now_utc(), consume_actor=CONSUME_ACTOR)
+            return _redeem(session, scan, clock.now(), consume_actor=CONSUME_ACTOR)
     except NonceInFlight:
         with session_scope() as session:
-            return _redeem(session, scan, now_utc(), consume_actor=CONSUME_ACTOR)
+            return _redeem(session, scan, clock.now(), consume_actor=CONSUME_ACTOR)
 
 
 def redeem(session: Session, scan: Scan, *, now: datetime | None = None) -> Answer:
     """Check and record one scan (no commit), queueing nothing. Raises :class:`NonceInFlight`
     when a concurrent request recorded the same nonce first: roll back and call again to get its
     answer."""
-    return _redeem(session, scan, now or now_utc(), consume_actor=None)[0]
+    return _redeem(session, scan, now or clock.now(), consume_actor=None)[0]
 
 
 def _redeem(session: Session, scan: Scan, now: datetime, *, consume_actor: str | None) -> tuple[Answer, list[Intent]]:

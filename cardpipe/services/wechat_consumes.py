@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.redemption_writes import record_row
-from cardpipe.services.redemptions import LOCK_BY_EVENT, now_utc, result_of
+from cardpipe.services.redemptions import LOCK_BY_EVENT, result_of
 from models import ConsumeSync, Direction, Redemption, RedemptionResult, Ticket, TicketState
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def record_wechat_consume(
         conn.execute(
             update(_tickets)
             .where(_tickets.c.id == ticket.id, _tickets.c.state.in_(_IN_HOLDERS_HANDS))
-            .values(state=TicketState.REDEEMED, redeemed_at=at, updated_at=now_utc())
+            .values(state=TicketState.REDEEMED, redeemed_at=at, updated_at=clock.now())
         )
         detail = f"{where} before any gate let it in"
         if ticket.state != TicketState.CLAIMED:
@@ -129,7 +130,7 @@ def _record_wechat_row(
             "detail": detail,
             "consume_sync": ConsumeSync.DISAGREES,
             "consumed_at": at,
-            "created_at": now_utc(),
+            "created_at": clock.now(),
         },
     )
     log.warning("redemption disagreement on card %s code %s: %s", card_id, code, detail)
