@@ -193,8 +193,10 @@ def _run_gates(port: int, codes: list[str], args: argparse.Namespace, interval_m
         command += ["--codes", handle.name] if codes else []
         command += ["--gates", str(args.gates), "--seconds", str(args.seconds), "--scan-interval-ms", str(interval_ms)]
         command += ["--policy", args.policy]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        return dict(json.loads(output.strip().splitlines()[-1]))
+        gates = subprocess.run(command, capture_output=True, text=True)
+        if gates.returncode != 0:
+            raise RuntimeError(f"the gates process failed:\n{gates.stderr}")
+        return dict(json.loads(gates.stdout.strip().splitlines()[-1]))
     finally:
         os.unlink(handle.name)
 
