@@ -13,10 +13,10 @@ from cardpipe.routes import (
     account_status,
     accounts,
     checkin,
-    client,
     docs,
     events,
     gate,
+    miniprogram,
     ops,
     ops_history,
     outages,
@@ -52,7 +52,7 @@ def create_app() -> FastAPI:
     app.mount("/ops/static", StaticFiles(directory=ops.STATIC_DIR), name="ops-static")
     app.include_router(stats.router)
     app.include_router(redemptions.router)
-    app.include_router(client.router)
+    app.include_router(miniprogram.router)
     app.include_router(wechat_push.router)
     app.include_router(events.router)
     app.include_router(readiness.router)

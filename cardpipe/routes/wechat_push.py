@@ -24,9 +24,9 @@ from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
 from cardpipe.services.readiness import signals
 from cardpipe.settings import get_settings
 from wechat.errors import SignatureError
-from wechat.events import EventParseError
-from workers.events import process_push
+from wechat.pushes import EventParseError
 from workers.outbox import flush
+from workers.pushes import process_push
 
 router = APIRouter(prefix="/wechat", tags=["wechat"])
 

@@ -26,7 +26,7 @@ from cardpipe.services.outbox import Intent
 from models import InboxSource, OfficialAccount
 from wechat.crypto import MessageCrypto
 from wechat.errors import SignatureError
-from wechat.events import CardEvent, EventParseError, OtherEvent, event_from_fields, parse_xml
+from wechat.pushes import CardEvent, EventParseError, OtherEvent, event_from_fields, parse_xml
 from wechat.signing import server_signature, signatures_match
 
 ACCOUNT_CACHE_TTL_S = 30.0

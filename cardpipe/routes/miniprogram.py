@@ -31,10 +31,10 @@ from cardpipe.routes.claim_poll import (
 )
 from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import redis_client
-from cardpipe.services import claim_cache, claim_results, claims, login_limits, outbox, sessions
+from cardpipe.services import claim_cache, claim_results, claims, login_limits, miniprogram_sessions, outbox
 from cardpipe.services.claim_results import AddCardResult
 from cardpipe.services.claims import ClaimStatus, OrderRef
-from cardpipe.services.sessions import InvalidSession, MpSession
+from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
 from cardpipe.settings import get_settings
 from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
@@ -63,7 +63,7 @@ async def current_session(credentials: Annotated[HTTPAuthorizationCredentials | 
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session token required (Authorization: Bearer …)")
     try:
-        return sessions.verify_token(credentials.credentials)
+        return miniprogram_sessions.verify_token(credentials.credentials)
     except InvalidSession as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
 
@@ -196,8 +196,8 @@ def create_session(body: SessionIn, request: Request) -> SessionOut:
             headers={"Retry-After": str(verdict.retry_after_s)},
         )
     try:
-        token, session = sessions.login(body.appid, body.code)
-    except sessions.UnknownMiniProgram as exc:
+        token, session = miniprogram_sessions.login(body.appid, body.code)
+    except miniprogram_sessions.UnknownMiniProgram as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except BusinessError as exc:
         raise HTTPException(

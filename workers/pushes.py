@@ -33,7 +33,7 @@ from cardpipe.services import card_audit, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.redemptions import record_wechat_consume
 from models import Ticket
-from wechat.events import (
+from wechat.pushes import (
     CardEvent,
     CardNotPassCheck,
     CardPassCheck,
