@@ -10,14 +10,12 @@ The poll (``GET /v1/orders/{order_no}/claim``) is the launch-day hot path; it li
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import authenticates
@@ -31,18 +29,15 @@ from cardpipe.routes.claim_poll import (
 )
 from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import redis_client
-from cardpipe.services import claim_cache, claim_results, claims, login_limits, miniprogram_sessions, outbox
+from cardpipe.services import claim_results, claims, login_limits, miniprogram_sessions, result_intake
 from cardpipe.services.claim_results import AddCardResult
 from cardpipe.services.claims import ClaimStatus, OrderRef
 from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
-from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
 from cardpipe.settings import get_settings
 from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
 from workers.claims import invalidate_claims, process_client_result
 from workers.credentials import refresh_card_ticket_now
 from workers.outbox import flush
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["claim"])
 
@@ -287,35 +282,23 @@ def post_claim_result(order_no: OrderNo, body: AddCardResult, session: CurrentSe
 
 
 def _accept_result(session: MpSession, order_nos: list[str], result: AddCardResult) -> claim_results.Accepted:
-    """Store the result, queue its processing, and invalidate the polls of what it re-signed."""
     refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
-    intents = []
     try:
-        with session_scope() as db:
-            accepted = claim_results.accept(db, refs, result, card_ticket=card_ticket)
-            if accepted.inbox_id is not None:
-                intents.append(outbox.add(db, process_client_result.actor_name, accepted.inbox_id))
-            if accepted.resigned_orders:  # their poll records are these refs' records
-                intents.append(outbox.add(db, invalidate_claims.actor_name, [ref.cache_key for ref in refs]))
+        return result_intake.receive(refs, result, _RESULT_PORTS, oa_appid=session.oa_appid)
     except claims.UnknownOrders as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except WeChatError as exc:
         raise _wechat_unavailable(exc) from None
-    if accepted.resigned_orders:
-        claim_cache.invalidate_quietly(redis_client(), [ref.cache_key for ref in refs])
-    flush(intents)
-    if accepted.inbox_id is not None and is_signature_failure(result.errMsg):
-        _report_signature_failure(session.oa_appid)
-    return accepted
 
 
-def _report_signature_failure(oa_appid: str) -> None:
-    """Best effort: with Redis away the report is dropped (the scheduler refreshes tickets anyway)."""
-    try:
-        if report_signature_failure(redis_client(), oa_appid):
-            refresh_card_ticket_now.send(oa_appid)
-    except RedisError as exc:
-        log.warning("signature failure report of %s dropped: %s", oa_appid, exc)
+_RESULT_PORTS = result_intake.ResultPorts(
+    card_ticket=card_ticket,
+    apply_actor=process_client_result.actor_name,
+    invalidate_actor=invalidate_claims.actor_name,
+    send=flush,
+    redis=redis_client,
+    refresh_card_ticket=refresh_card_ticket_now.send,
+)
 
 
 class OpenCardItem(BaseModel):

@@ -1,5 +1,5 @@
-"""Events queue: act on WeChat's card event pushes (stored in the inbox by
-``POST /wechat/{oa_appid}/events``).
+"""What WeChat's card event pushes (stored in the inbox by ``POST /wechat/{oa_appid}/events``)
+change:
 
 - ``user_get_card`` → the ticket its OuterStr names is claimed (or, if the client callback came
   first, confirmed by WeChat too), with the holder's OA openid and unionid;
@@ -12,8 +12,8 @@ Tenant scoping: a push acts only on the event of the official account whose URL 
 (the inbox row's account) whose card it names; a card of any other event is noted as foreign and
 changes nothing, whatever code or OuterStr the push carries.
 
-At-least-once safe in the same way as ``workers.claims``: inbox row locked and marked in the
-transaction of the guarded updates.
+At-least-once safe: :func:`apply_push` takes the inbox row locked (``SKIP LOCKED``) and marks it
+processed in the transaction of the guarded updates, so a push applied twice finds it done.
 """
 
 from __future__ import annotations
@@ -22,13 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import dramatiq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
-from cardpipe.db import session_scope
-from cardpipe.outbound import deferral_ms
 from cardpipe.services import card_audit, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.redemptions import record_wechat_consume
@@ -42,9 +38,6 @@ from wechat.pushes import (
     UserGetCard,
     parse_event,
 )
-from workers.claims import invalidate_or_queue
-
-MAX_RETRIES = 10
 
 
 @dataclass
@@ -145,19 +138,13 @@ def handle(session: Session, event: CardEvent, *, official_account_id: int | Non
     return handler(session, event, event_id)
 
 
-@dramatiq.actor(queue_name="events", max_retries=MAX_RETRIES)
-def process_push(inbox_id: int) -> None:
-    try:
-        with session_scope() as session:
-            taken = inbox.take_push(session, inbox_id)
-            if taken is None:
-                return
-            payload, official_account_id = taken
-            handled = handle(session, parse_event(payload), official_account_id=official_account_id)
-            inbox.mark_processed(session, inbox_id, note=handled.note)
-            stale = claims.cache_keys(session, handled.orders)
-    except Exception as exc:
-        if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
-            inbox.record_failure(inbox_id, exc)
-        raise
-    invalidate_or_queue(stale)
+def apply_push(session: Session, inbox_id: int) -> list[str] | None:
+    """Apply the unprocessed push ``inbox_id`` and mark it processed; the poll records the change
+    made stale, or None when the row is done or being done elsewhere."""
+    taken = inbox.take_push(session, inbox_id)
+    if taken is None:
+        return None
+    payload, official_account_id = taken
+    handled = handle(session, parse_event(payload), official_account_id=official_account_id)
+    inbox.mark_processed(session, inbox_id, note=handled.note)
+    return claims.cache_keys(session, handled.orders)
