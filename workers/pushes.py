@@ -1,8 +1,11 @@
-"""Events queue: apply a WeChat card event push stored in the inbox
-(:func:`cardpipe.services.push_effects.apply_push`), then drop the poll records it made stale.
+"""Events queue: WeChat card event pushes stored in the inbox.
 
-Safe to run twice: the push's inbox row is locked and marked processed in the transaction of its
-guarded updates. A failed attempt is counted on the row (a quota deferral is not a failure).
+Stored pushes are applied in batches by the push drain (:mod:`workers.push_drain`), which this
+module adds to the broker; :func:`process_push` applies one push
+(:func:`cardpipe.services.push_effects.apply_push`) for the inbox sweep, which sends the rows the
+drain left (lost, or failing). Safe to run twice: the push's inbox row is locked and marked
+processed in the transaction of its guarded updates. A failed attempt is counted on the row (a
+quota deferral is not a failure).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from cardpipe.outbound import deferral_ms
 from cardpipe.services import inbox
 from cardpipe.services.push_effects import apply_push
 from workers.claims import invalidate_or_queue
+from workers.push_drain import PushDrain
 
 MAX_RETRIES = 10
 
@@ -29,3 +33,6 @@ def process_push(inbox_id: int) -> None:
             inbox.record_failure(inbox_id, exc)
         raise
     invalidate_or_queue(stale or [])
+
+
+dramatiq.get_broker().add_middleware(PushDrain())

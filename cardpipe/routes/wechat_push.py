@@ -1,7 +1,8 @@
 """The official account's server URL: WeChat's URL check and its card event pushes.
 
 A push is checked (signature; in safe mode also msg_signature and the appid inside the payload),
-stored in the inbox under its dedupe key and answered ``success`` at once; a worker acts on it.
+stored in the inbox under its dedupe key and answered ``success`` at once; the workers' push
+drain applies it.
 A push that fails a check is refused with a 4xx and nothing is stored: a stale timestamp, a
 (timestamp, nonce) replayed with another body and a plain push to a safe-mode account are 403s.
 Oversized bodies are refused by the app's body-size middleware before anything reads them.
@@ -19,14 +20,11 @@ from cardpipe.db import get_engine
 from cardpipe.routes.outages import ride_out_database_restart
 from cardpipe.runtime import redis_client
 from cardpipe.services import pushes
-from cardpipe.services.outbox import Intent
 from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
 from cardpipe.services.readiness import signals
 from cardpipe.settings import get_settings
 from wechat.errors import SignatureError
 from wechat.pushes import EventParseError
-from workers.outbox import flush
-from workers.pushes import process_push
 
 router = APIRouter(prefix="/wechat", tags=["wechat"])
 
@@ -110,16 +108,14 @@ def receive_push(
     except NotAnEvent:
         return PlainTextResponse("success")
 
-    # The replay guard's pair, the inbox row and its outbox intent commit together; then the
-    # intent is sent at once.
-    def store() -> Intent | None:
+    # The replay guard's pair and the inbox row commit together; the workers' push drain takes
+    # the row from there.
+    def store() -> int | None:
         with get_engine().begin() as connection:
-            return pushes.store_and_queue(connection, account, query, body, event, xml, actor=process_push.actor_name)
+            return pushes.store(connection, account, query, body, event, xml)
 
     try:
-        intent = ride_out_database_restart(store)
+        ride_out_database_restart(store)
     except SignatureError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
-    if intent is not None:
-        flush([intent])
     return PlainTextResponse("success")

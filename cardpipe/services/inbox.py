@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
-from models import InboxItem
+from models import InboxItem, InboxSource
 
 #: ``last_error`` is a diagnosis for ops, not a log: keep it short.
 MAX_ERROR_LENGTH = 500
@@ -70,6 +70,39 @@ def take_push(session: Session, inbox_id: int) -> tuple[str, int | None] | None:
         .with_for_update(skip_locked=True)
     ).one_or_none()
     return None if row is None else (row.payload, row.official_account_id)
+
+
+def take_pushes(session: Session, *, limit: int, max_attempts: int) -> list[tuple[int, str, int | None]]:
+    """Up to ``limit`` unprocessed pushes tried fewer than ``max_attempts`` times, oldest first,
+    locked for this transaction (rows another transaction holds are skipped): (id, payload, the
+    official account whose URL it arrived at)."""
+    rows = session.execute(
+        select(InboxItem.id, InboxItem.payload, InboxItem.official_account_id)
+        .where(
+            InboxItem.processed_at.is_(None),
+            InboxItem.source == InboxSource.WECHAT,
+            InboxItem.attempts < max_attempts,
+        )
+        .order_by(InboxItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [(row.id, row.payload, row.official_account_id) for row in rows]
+
+
+def mark_processed_many(session: Session, notes: dict[int, str | None]) -> None:
+    """:func:`mark_processed` for many rows (inbox id → note): those without a note in one update."""
+    plain = [inbox_id for inbox_id, note in notes.items() if note is None]
+    if plain:
+        session.execute(
+            update(InboxItem)
+            .where(InboxItem.id.in_(plain), InboxItem.processed_at.is_(None))
+            .values(processed_at=datetime.now(UTC), attempts=InboxItem.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+    for inbox_id, note in notes.items():
+        if note is not None:
+            mark_processed(session, inbox_id, note=note)
 
 
 def mark_processed(session: Session, inbox_id: int, *, note: str | None = None) -> None:

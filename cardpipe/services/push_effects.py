@@ -138,6 +138,28 @@ def handle(session: Session, event: CardEvent, *, official_account_id: int | Non
     return handler(session, event, event_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Drained:
+    #: The inbox rows applied and marked processed.
+    inbox_ids: list[int]
+    #: The poll records the changes made stale.
+    cache_keys: list[str]
+
+
+def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained:
+    """Apply up to ``limit`` unprocessed pushes (oldest first, rows other transactions hold
+    skipped) and mark them processed, all in this transaction. A push that raises fails the
+    whole batch: the caller then applies the rows one by one (:func:`apply_push`)."""
+    notes: dict[int, str | None] = {}
+    orders: set[int] = set()
+    for inbox_id, payload, official_account_id in inbox.take_pushes(session, limit=limit, max_attempts=max_attempts):
+        handled = handle(session, parse_event(payload), official_account_id=official_account_id)
+        notes[inbox_id] = handled.note
+        orders.update(handled.orders)
+    inbox.mark_processed_many(session, notes)
+    return Drained(list(notes), claims.cache_keys(session, orders))
+
+
 def apply_push(session: Session, inbox_id: int) -> list[str] | None:
     """Apply the unprocessed push ``inbox_id`` and mark it processed; the poll records the change
     made stale, or None when the row is done or being done elsewhere."""

@@ -13,13 +13,13 @@ from typing import Any
 import dramatiq
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api import create_app
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
 from cardpipe.services import preissue
-from models import Event, InboxItem, MiniProgram, OfficialAccount, Order, Ticket, TicketState
+from models import Event, InboxItem, InboxSource, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 from tests.live_server import serve
 from tests.waiting import wait_until
 from tests.worlds import World
@@ -145,9 +145,23 @@ def inbox_rows(source: str | None = None) -> list[InboxItem]:
 
 
 def drain(worker: dramatiq.Worker) -> None:
-    """Wait until the claims and events queues are empty and nothing is in flight."""
+    """Wait until every stored push is applied (the rest of them here, besides the worker's own
+    push drain), the claims and events queues are empty and nothing is in flight."""
     from workers.broker import broker
+    from workers.push_drain import DRAIN_ATTEMPTS, drain_once
 
+    def pushes_applied() -> bool:
+        drain_once()
+        with session_scope() as session:
+            return not session.scalar(
+                select(func.count()).where(
+                    InboxItem.source == InboxSource.WECHAT,
+                    InboxItem.processed_at.is_(None),
+                    InboxItem.attempts < DRAIN_ATTEMPTS,
+                )
+            )
+
+    wait_until(pushes_applied, what="stored pushes applied")
     for queue in ("events", "claims"):
         broker.join(queue, timeout=30_000)
     worker.join()
