@@ -1,3 +1,9 @@
-"""dramatiq actors. ``workers.broker`` must be imported first: it binds the Redis broker."""
+"""dramatiq actors. ``workers.broker`` must be imported first: it binds the Redis broker. The inbox
+drain (:mod:`workers.inbox_drain`) joins the broker's middleware here, after the actors it uses."""
+
+import dramatiq
 
 from workers import claims, credentials, inbox, preissue, pushes, redemptions  # noqa: F401
+from workers.inbox_drain import InboxDrain
+
+dramatiq.get_broker().add_middleware(InboxDrain())

@@ -1,7 +1,7 @@
 """Events queue: WeChat card event pushes stored in the inbox.
 
-Stored pushes are applied in batches by the push drain (:mod:`workers.push_drain`), which this
-module adds to the broker; :func:`process_push` applies one push
+Stored pushes are applied in batches by the inbox drain (:mod:`workers.inbox_drain`);
+:func:`process_push` applies one push
 (:func:`cardpipe.services.push_effects.apply_push`) for the inbox sweep, which sends the rows the
 drain left (lost, or failing). Safe to run twice: the push's inbox row is locked and marked
 processed in the transaction of its guarded updates. A failed attempt is counted on the row (a
@@ -18,7 +18,6 @@ from cardpipe.outbound import deferral_ms
 from cardpipe.services import inbox
 from cardpipe.services.push_effects import apply_push
 from workers.claims import invalidate_or_queue
-from workers.push_drain import PushDrain
 
 MAX_RETRIES = 10
 
@@ -33,6 +32,3 @@ def process_push(inbox_id: int) -> None:
             inbox.record_failure(inbox_id, exc)
         raise
     invalidate_or_queue(stale or [])
-
-
-dramatiq.get_broker().add_middleware(PushDrain())

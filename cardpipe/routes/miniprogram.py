@@ -35,7 +35,7 @@ from cardpipe.services.claims import ClaimStatus, OrderRef
 from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from cardpipe.settings import get_settings
 from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
-from workers.claims import invalidate_claims, process_client_result
+from workers.claims import invalidate_claims
 from workers.credentials import refresh_card_ticket_now
 from workers.outbox import flush
 
@@ -293,7 +293,6 @@ def _accept_result(session: MpSession, order_nos: list[str], result: AddCardResu
 
 _RESULT_PORTS = result_intake.ResultPorts(
     card_ticket=card_ticket,
-    apply_actor=process_client_result.actor_name,
     invalidate_actor=invalidate_claims.actor_name,
     send=flush,
     redis=redis_client,

@@ -90,6 +90,22 @@ def take_pushes(session: Session, *, limit: int, max_attempts: int) -> list[tupl
     return [(row.id, row.payload, row.official_account_id) for row in rows]
 
 
+def take_results(session: Session, *, limit: int, max_attempts: int) -> list[tuple[int, str, datetime]]:
+    """:func:`take_pushes` for client results: (id, payload, when it was received)."""
+    rows = session.execute(
+        select(InboxItem.id, InboxItem.payload, InboxItem.received_at)
+        .where(
+            InboxItem.processed_at.is_(None),
+            InboxItem.source == InboxSource.CLIENT,
+            InboxItem.attempts < max_attempts,
+        )
+        .order_by(InboxItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [(row.id, row.payload, row.received_at) for row in rows]
+
+
 def mark_processed_many(session: Session, notes: dict[int, str | None]) -> None:
     """:func:`mark_processed` for many rows (inbox id → note): those without a note in one update."""
     plain = [inbox_id for inbox_id, note in notes.items() if note is None]

@@ -1,13 +1,14 @@
 """Receiving what ``wx.addCard`` told the Mini Program: the use case behind the result endpoints.
 
 In one transaction the result is accepted (:func:`claim_results.accept`: stored, deduplicated,
-what it spent re-signed) together with the outbox intents that follow from it — applying it, and
-dropping the poll records of what was re-signed — so a committed result always gets its message.
-After the commit the intents are sent, the poll records are dropped right away when Redis
-answers (the intent covers it otherwise), and a signature failure is reported (best effort).
+what it spent re-signed) together with, when it re-signed, the outbox intent to drop the poll
+records of what it re-signed. The stored result is the workers' inbox drain's to apply (the
+committed row is its work item: no message). After the commit the intent is sent, the poll
+records are dropped right away when Redis answers (the intent covers it otherwise), and a
+signature failure is reported (best effort).
 
-The entry point passes the ports in: the actors' names, the sender of intents, Redis, and the
-forced card-ticket refresh.
+The entry point passes the ports in: the invalidating actor's name, the sender of intents, Redis,
+and the forced card-ticket refresh.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class ResultPorts:
     card_ticket: Callable[[str], StoredCredential]
-    #: The actor applying a stored result (its inbox id is the argument).
-    apply_actor: str
     #: The actor dropping poll records (their keys are the argument).
     invalidate_actor: str
     send: Callable[[Sequence[Intent]], object]
@@ -51,8 +50,6 @@ def receive(refs: Sequence[OrderRef], result: AddCardResult, ports: ResultPorts,
     cache_keys = [ref.cache_key for ref in refs]
     with session_scope() as db:
         accepted = claim_results.accept(db, refs, result, card_ticket=ports.card_ticket)
-        if accepted.inbox_id is not None:
-            intents.append(outbox.add(db, ports.apply_actor, accepted.inbox_id))
         if accepted.resigned_orders:  # their poll records are these refs' records
             intents.append(outbox.add(db, ports.invalidate_actor, cache_keys))
     if accepted.resigned_orders:

@@ -19,7 +19,7 @@ from api import create_app
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
 from cardpipe.services import preissue
-from models import Event, InboxItem, InboxSource, MiniProgram, OfficialAccount, Order, Ticket, TicketState
+from models import Event, InboxItem, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 from tests.live_server import serve
 from tests.waiting import wait_until
 from tests.worlds import World
@@ -145,23 +145,22 @@ def inbox_rows(source: str | None = None) -> list[InboxItem]:
 
 
 def drain(worker: dramatiq.Worker) -> None:
-    """Wait until every stored push is applied (the rest of them here, besides the worker's own
-    push drain), the claims and events queues are empty and nothing is in flight."""
+    """Wait until every stored push and client result is applied (here, besides the worker's own
+    inbox drain), the claims and events queues are empty and nothing is in flight."""
     from workers.broker import broker
-    from workers.push_drain import DRAIN_ATTEMPTS, drain_once
+    from workers.inbox_drain import DRAIN_ATTEMPTS, drain_once
 
-    def pushes_applied() -> bool:
+    def inbox_applied() -> bool:
         drain_once()
         with session_scope() as session:
             return not session.scalar(
                 select(func.count()).where(
-                    InboxItem.source == InboxSource.WECHAT,
                     InboxItem.processed_at.is_(None),
                     InboxItem.attempts < DRAIN_ATTEMPTS,
                 )
             )
 
-    wait_until(pushes_applied, what="stored pushes applied")
+    wait_until(inbox_applied, what="stored pushes and results applied")
     for queue in ("events", "claims"):
         broker.join(queue, timeout=30_000)
     worker.join()

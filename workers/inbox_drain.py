@@ -1,0 +1,148 @@
+"""The inbox drain: every worker process that serves the ``events`` or ``claims`` queue applies
+the stored WeChat pushes and client results in batches, straight from the inbox.
+
+An inbox row is its own work item: the api commits the row (and no outbox intent), and a drain
+thread takes up to ``BATCH`` unprocessed rows with ``FOR UPDATE SKIP LOCKED`` (drains in several
+processes share the work), applies them and marks them processed in one transaction — pushes
+first (:func:`cardpipe.services.push_effects.apply_pending`), then the results that need no WeChat
+call (:func:`cardpipe.services.result_effects.apply_ready`), which the pushes just applied
+usually prove — then drops the poll records they made stale. So a committed row is always applied
+— by the next drain, within ``INTERVAL_S`` when idle — without a message per row.
+
+A result that needs WeChat (``code/decrypt`` after the push grace, or a re-sign) is applied alone
+in its own transaction. A batch that raises is rolled back and its rows are applied one at a time;
+each failure is counted on its row, and a row that failed ``DRAIN_ATTEMPTS`` times is left to the
+inbox sweep, which sends it to its actor (``process_push``, ``process_client_result``) with
+dramatiq's quota-aware retries and backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from dramatiq import Middleware, Worker
+from dramatiq.broker import Broker
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from cardpipe.db import session_scope
+from cardpipe.services import inbox, push_effects, result_effects
+from cardpipe.settings import get_settings
+from workers.claims import invalidate_or_queue, wechat_ports
+
+log = logging.getLogger(__name__)
+
+PUSH_QUEUE = "events"
+RESULT_QUEUE = "claims"
+#: How often an idle drain looks for rows.
+INTERVAL_S = 0.1
+BATCH = 200
+#: Failed attempts after which a row is the sweep's (and its actor's) to retry.
+DRAIN_ATTEMPTS = 3
+
+
+def drain_once(*, pushes: bool = True, results: bool = True) -> int:
+    """Apply one batch of stored pushes and one of client results; how many rows were taken."""
+    taken = 0
+    if pushes:
+        taken += _drain_pushes()
+    if results:
+        taken += _drain_results()
+    return taken
+
+
+def _drain_pushes() -> int:
+    try:
+        with session_scope() as session:
+            drained = push_effects.apply_pending(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)
+    except Exception as exc:
+        log.warning("a batch of pushes failed (%s); applying them one by one", exc)
+        return _one_by_one(_push_ids, push_effects.apply_push)
+    invalidate_or_queue(drained.cache_keys)
+    return len(drained.inbox_ids)
+
+
+def _drain_results() -> int:
+    ports = wechat_ports()
+    grace_s = get_settings().claim_push_grace_ms / 1000
+    try:
+        with session_scope() as session:
+            drained = result_effects.apply_ready(
+                session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS, grace_s=grace_s, ports=ports
+            )
+    except Exception as exc:
+        log.warning("a batch of client results failed (%s); applying them one by one", exc)
+        return _one_by_one(_result_ids, lambda session, row: result_effects.apply_one(session, row, ports))
+    invalidate_or_queue(drained.cache_keys)
+    for inbox_id in drained.need_wechat:
+        _apply_alone(inbox_id, lambda session, row: result_effects.apply_one(session, row, ports))
+    return len(drained.inbox_ids) + len(drained.need_wechat)
+
+
+def _push_ids(session: Session) -> list[int]:
+    return [row[0] for row in inbox.take_pushes(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)]
+
+
+def _result_ids(session: Session) -> list[int]:
+    return [row[0] for row in inbox.take_results(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)]
+
+
+def _one_by_one(pending: Callable[[Session], list[int]], apply_row: Callable[[Session, int], list[str] | None]) -> int:
+    with session_scope() as session:
+        ids = pending(session)
+    for inbox_id in ids:
+        _apply_alone(inbox_id, apply_row)
+    return len(ids)
+
+
+def _apply_alone(inbox_id: int, apply_row: Callable[[Session, int], list[str] | None]) -> None:
+    """Apply one row in its own transaction; a failure (a quota deferral too) is counted on it."""
+    try:
+        with session_scope() as session:
+            stale = apply_row(session, inbox_id)
+    except Exception as exc:
+        inbox.record_failure(inbox_id, exc)
+        log.warning("inbox row %d not applied: %s", inbox_id, exc)
+        return
+    invalidate_or_queue(stale or [])
+
+
+class InboxDrain(Middleware):
+    def __init__(self, *, interval_s: float = INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        pushes, results = PUSH_QUEUE in worker.consumers, RESULT_QUEUE in worker.consumers
+        if not (pushes or results):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(pushes, results), name="inbox-drain", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self, pushes: bool, results: bool) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                busy = drain_once(pushes=pushes, results=results) >= BATCH
+                if failing:
+                    log.info("inbox drain: the database and Redis answer again")
+                failing = False
+            except (RedisError, SQLAlchemyError) as exc:
+                if not failing:
+                    log.warning("inbox drain waiting for the database or Redis: %s", exc)
+                failing, busy = True, False
+            except Exception:
+                log.exception("inbox drain failed; trying again")
+                busy = False
+            if not busy:
+                self._stop.wait(self.interval_s)
