@@ -29,6 +29,7 @@ from cardpipe.routes.auth import authenticate_before_validation
 from cardpipe.routes.claim_poll import ClaimPollFastPath
 from cardpipe.routes.hygiene import SecurityHeaders
 from cardpipe.routes.limits import BodySizeLimit
+from cardpipe.routes.wechat_push import PushFastPath
 from cardpipe.settings import get_settings
 
 
@@ -65,6 +66,7 @@ def create_app() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_middleware(PushFastPath)
     settings = get_settings()
     app.add_middleware(
         BodySizeLimit,
