@@ -9,18 +9,19 @@ call (:func:`cardpipe.services.result_effects.apply_ready`), which the pushes ju
 usually prove — then drops the poll records they made stale. So a committed row is always applied
 — by the next drain, within ``INTERVAL_S`` when idle — without a message per row.
 
-A result that needs WeChat (``code/decrypt`` after the push grace, or a re-sign) is applied alone
-in its own transaction. A batch that raises is rolled back and its rows are applied one at a time;
-each failure is counted on its row, and a row that failed ``DRAIN_ATTEMPTS`` times is left to the
-inbox sweep, which sends it to its actor (``process_push``, ``process_client_result``) with
-dramatiq's quota-aware retries and backoff.
+A result that needs WeChat (``code/decrypt`` after the push grace, or a re-sign) is handed to
+``process_client_result`` — an outbox intent in the drain's transaction; while the intent is open
+the drain takes the row no more — so no WeChat call holds up the drain, and quota deferrals and retries are
+dramatiq's. A batch of results that raises is handed over the same way. A batch of pushes that
+raises is rolled back and its rows are applied one at a time; each failure is counted on its row,
+and a row that failed ``DRAIN_ATTEMPTS`` times is left to the inbox sweep, which sends it to
+``process_push`` with dramatiq's retries and backoff.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 from dramatiq import Middleware, Worker
 from dramatiq.broker import Broker
@@ -29,9 +30,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
-from cardpipe.services import inbox, push_effects, result_effects
+from cardpipe.services import inbox, outbox, push_effects, result_effects
+from cardpipe.services.outbox import Intent
 from cardpipe.settings import get_settings
-from workers.claims import invalidate_or_queue, wechat_ports
+from workers.claims import invalidate_or_queue, process_client_result, wechat_ports
+from workers.outbox import flush
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ def _drain_pushes() -> int:
             drained = push_effects.apply_pending(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)
     except Exception as exc:
         log.warning("a batch of pushes failed (%s); applying them one by one", exc)
-        return _one_by_one(_push_ids, push_effects.apply_push)
+        return _one_by_one()
     invalidate_or_queue(drained.cache_keys)
     return len(drained.inbox_ids)
 
@@ -71,43 +74,53 @@ def _drain_results() -> int:
     try:
         with session_scope() as session:
             drained = result_effects.apply_ready(
-                session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS, grace_s=grace_s, ports=ports
+                session,
+                limit=BATCH,
+                max_attempts=DRAIN_ATTEMPTS,
+                grace_s=grace_s,
+                ports=ports,
+                passed_to=process_client_result.actor_name,
             )
+            intents = _hand_off(session, drained.need_wechat)
     except Exception as exc:
-        log.warning("a batch of client results failed (%s); applying them one by one", exc)
-        return _one_by_one(_result_ids, lambda session, row: result_effects.apply_one(session, row, ports))
+        log.warning("a batch of client results failed (%s); handing them to their actor", exc)
+        with session_scope() as session:
+            intents = _hand_off(session, _result_ids(session))
+        flush(intents)
+        return len(intents)
     invalidate_or_queue(drained.cache_keys)
-    for inbox_id in drained.need_wechat:
-        _apply_alone(inbox_id, lambda session, row: result_effects.apply_one(session, row, ports))
-    return len(drained.inbox_ids) + len(drained.need_wechat)
+    flush(intents)
+    return len(drained.inbox_ids) + len(intents)
 
 
-def _push_ids(session: Session) -> list[int]:
-    return [row[0] for row in inbox.take_pushes(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)]
+def _hand_off(session: Session, inbox_ids: list[int]) -> list[Intent]:
+    """Pass results to ``process_client_result`` (WeChat calls, quota-aware retries, its own
+    transaction) with an outbox intent each, in this transaction: while it is open the drain
+    takes the row no more."""
+    return outbox.add_many(session, process_client_result.actor_name, [[inbox_id] for inbox_id in inbox_ids])
 
 
 def _result_ids(session: Session) -> list[int]:
-    return [row[0] for row in inbox.take_results(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)]
+    taken = inbox.take_results(
+        session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS, passed_to=process_client_result.actor_name
+    )
+    return [row[0] for row in taken]
 
 
-def _one_by_one(pending: Callable[[Session], list[int]], apply_row: Callable[[Session, int], list[str] | None]) -> int:
+def _one_by_one() -> int:
+    """Apply the pushes of a failed batch each in its own transaction; a failure is counted on its row."""
     with session_scope() as session:
-        ids = pending(session)
+        ids = [row[0] for row in inbox.take_pushes(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)]
     for inbox_id in ids:
-        _apply_alone(inbox_id, apply_row)
+        try:
+            with session_scope() as session:
+                stale = push_effects.apply_push(session, inbox_id)
+        except Exception as exc:
+            inbox.record_failure(inbox_id, exc)
+            log.warning("push %d not applied: %s", inbox_id, exc)
+            continue
+        invalidate_or_queue(stale or [])
     return len(ids)
-
-
-def _apply_alone(inbox_id: int, apply_row: Callable[[Session, int], list[str] | None]) -> None:
-    """Apply one row in its own transaction; a failure (a quota deferral too) is counted on it."""
-    try:
-        with session_scope() as session:
-            stale = apply_row(session, inbox_id)
-    except Exception as exc:
-        inbox.record_failure(inbox_id, exc)
-        log.warning("inbox row %d not applied: %s", inbox_id, exc)
-        return
-    invalidate_or_queue(stale or [])
 
 
 class InboxDrain(Middleware):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, String, cast, exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
-from models import InboxItem, InboxSource
+from models import InboxItem, InboxSource, OutboxMessage
 
 #: ``last_error`` is a diagnosis for ops, not a log: keep it short.
 MAX_ERROR_LENGTH = 500
@@ -90,14 +90,21 @@ def take_pushes(session: Session, *, limit: int, max_attempts: int) -> list[tupl
     return [(row.id, row.payload, row.official_account_id) for row in rows]
 
 
-def take_results(session: Session, *, limit: int, max_attempts: int) -> list[tuple[int, str, datetime]]:
-    """:func:`take_pushes` for client results: (id, payload, when it was received)."""
+def take_results(session: Session, *, limit: int, max_attempts: int, passed_to: str) -> list[tuple[int, str, datetime]]:
+    """:func:`take_pushes` for client results — (id, payload, when it was received) — leaving out
+    the rows already passed on to the one-row actor ``passed_to`` (an open outbox intent to run it
+    with the row's id)."""
+    passed = exists().where(
+        OutboxMessage.actor == passed_to,
+        OutboxMessage.args == literal("[") + cast(InboxItem.id, String) + literal("]"),
+    )
     rows = session.execute(
         select(InboxItem.id, InboxItem.payload, InboxItem.received_at)
         .where(
             InboxItem.processed_at.is_(None),
             InboxItem.source == InboxSource.CLIENT,
             InboxItem.attempts < max_attempts,
+            ~passed,
         )
         .order_by(InboxItem.id)
         .limit(limit)

@@ -5,9 +5,9 @@ at a time.
 in the one transaction, applies and marks those that need no WeChat call: a successful result
 whose received tickets WeChat's ``user_get_card`` push already proved (only the client's report
 is recorded) and a failure that spent nothing. A result still waiting for its push is left alone
-until it is ``grace_s`` old; then, like a result that spent nonces, it is handed back for
-:func:`apply_one`, which makes its WeChat calls (``code/decrypt``, the card ticket) before its
-first write, in a transaction of its own.
+until it is ``grace_s`` old; then, like a result that spent nonces, it is handed back (in
+``need_wechat``) for :func:`apply_one`, which makes its WeChat calls (``code/decrypt``, the card
+ticket) before its first write, in a transaction of its own.
 
 At-least-once safe: every row is marked processed in the transaction of its guarded updates, and
 only while unprocessed.
@@ -46,13 +46,16 @@ class ResultsDrained:
 
 
 def apply_ready(
-    session: Session, *, limit: int, max_attempts: int, grace_s: float, ports: WeChatPorts
+    session: Session, *, limit: int, max_attempts: int, grace_s: float, ports: WeChatPorts, passed_to: str
 ) -> ResultsDrained:
-    """Apply, in this transaction, the taken results that need no WeChat call (see the module)."""
+    """Apply, in this transaction, the taken results that need no WeChat call (see the module);
+    rows already passed on to the actor ``passed_to`` are not taken."""
     drained = ResultsDrained()
     notes: dict[int, str | None] = {}
     now = datetime.now(UTC)
-    for inbox_id, payload, received_at in inbox.take_results(session, limit=limit, max_attempts=max_attempts):
+    for inbox_id, payload, received_at in inbox.take_results(
+        session, limit=limit, max_attempts=max_attempts, passed_to=passed_to
+    ):
         stored = StoredResult.model_validate_json(payload)
         own = own_tickets(session, stored.order_ids)
         if stored.spent:

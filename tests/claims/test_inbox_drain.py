@@ -12,7 +12,7 @@ from sqlalchemy import select
 from cardpipe.db import session_scope
 from cardpipe.services import inbox
 from models import InboxItem, InboxSource, OfficialAccount, OutboxMessage, TicketState
-from tests.claims.conftest import Launch, wait_until
+from tests.claims.conftest import Launch, inbox_rows, wait_until
 from tests.claims.test_pushes import got_card, push
 from workers.inbox_drain import DRAIN_ATTEMPTS, drain_once
 
@@ -78,3 +78,24 @@ def test_a_push_that_fails_is_counted_and_does_not_hold_the_others_back(
     assert row.last_error and "Error" in row.last_error
     drain_once()
     assert bad_row().attempts == DRAIN_ATTEMPTS
+
+
+def test_a_result_the_push_proved_is_applied_by_the_drain_without_a_message(
+    launch: Launch, stub_worker: dramatiq.Worker
+) -> None:
+    # Given a ticket added at WeChat, whose user_get_card push is applied
+    buyer = launch.buyer(tickets=2)
+    launch.login(buyer)
+    answer = launch.add_card(buyer, launch.ready_card_list(buyer))
+    wait_until(lambda: all(t.confirmed_by_wechat for t in launch.tickets(buyer)), what="the pushes applied")
+
+    # When the mini program posts its result
+    assert launch.post_result(buyer, answer).status_code == 202
+
+    # Then the drain records the client's signal, with no message and no code/decrypt call
+    assert "process_client_result" not in _intent_actors()
+    wait_until(lambda: launch.settled(buyer), what="claimed by both signals")
+    assert "process_client_result" not in _intent_actors()
+    assert "/card/code/decrypt" not in launch.fake.stats(launch.world.oa_appid).get("errcodes", {})
+    (row,) = [r for r in inbox_rows(InboxSource.CLIENT)]
+    assert (row.processed_at is not None, row.attempts, row.last_error) == (True, 1, None)
