@@ -4,8 +4,8 @@
 Stored results are applied in batches by the inbox drain (:mod:`workers.inbox_drain`);
 :func:`process_client_result` applies one (:func:`cardpipe.services.result_effects.apply_one`)
 for the inbox sweep, which sends the rows the drain left. A successful result whose tickets WeChat
-has not pushed yet waits for the push until its message is ``claim_push_grace_ms`` old (the
-message is deferred, uncounted), then is applied whatever arrived.
+has not pushed yet waits for the push until the result is ``claim_push_grace_ms`` old (the message
+is deferred, uncounted), then is applied whatever arrived.
 
 At-least-once safe: the inbox row is taken with ``FOR UPDATE SKIP LOCKED`` and marked processed
 in the same transaction as the ticket updates, which are guarded themselves. WeChat errors that
@@ -14,8 +14,6 @@ is counted on the inbox row first.
 """
 
 from __future__ import annotations
-
-import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -41,7 +39,7 @@ def wechat_ports() -> WeChatPorts:
 def process_client_result(inbox_id: int) -> None:
     try:
         with session_scope() as session:
-            stale = apply_one(session, inbox_id, wechat_ports(), grace_left_s=_push_grace_left_s())
+            stale = apply_one(session, inbox_id, wechat_ports(), grace_s=_push_grace_s())
     except Exception as exc:
         if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
             inbox.record_failure(inbox_id, exc)
@@ -49,14 +47,12 @@ def process_client_result(inbox_id: int) -> None:
     invalidate_or_queue(stale or [])
 
 
-def _push_grace_left_s() -> float:
-    """How much longer the message being processed may wait for WeChat's push (none when run
+def _push_grace_s() -> float:
+    """How long a result may wait for WeChat's push, counted from its arrival (no wait when run
     outside a worker)."""
-    message = CurrentMessage.get_current_message()
-    if message is None:
+    if CurrentMessage.get_current_message() is None:
         return 0.0
-    age_s = time.time() - message.message_timestamp / 1000
-    return get_settings().claim_push_grace_ms / 1000 - age_s
+    return get_settings().claim_push_grace_ms / 1000
 
 
 @dramatiq.actor(queue_name="claims", max_retries=MAX_RETRIES, min_backoff=500, max_backoff=10_000)

@@ -10,12 +10,13 @@ usually prove — then drops the poll records they made stale. So a committed ro
 — by the next drain, within ``INTERVAL_S`` when idle — without a message per row.
 
 A result that needs WeChat (``code/decrypt`` after the push grace, or a re-sign) is handed to
-``process_client_result`` — an outbox intent in the drain's transaction; while the intent is open
-the drain takes the row no more — so no WeChat call holds up the drain, and quota deferrals and retries are
-dramatiq's. A batch of results that raises is handed over the same way. A batch of pushes that
-raises is rolled back and its rows are applied one at a time; each failure is counted on its row,
-and a row that failed ``DRAIN_ATTEMPTS`` times is left to the inbox sweep, which sends it to
-``process_push`` with dramatiq's retries and backoff.
+``process_client_result`` — an outbox intent in the drain's transaction; while the intent is
+open the drain takes the row no more — so no WeChat call holds up the drain, and quota deferrals
+and retries are dramatiq's. A batch of results that raises is handed over the same way. A batch
+that meets a deadlock (with another drain or a one-row actor) is rolled back and taken again next
+round. A batch of pushes that raises otherwise is rolled back and its rows are applied one at a
+time; each failure is counted on its row, and a row that failed ``DRAIN_ATTEMPTS`` times is left
+to the inbox sweep, which sends it to ``process_push`` with dramatiq's retries and backoff.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import threading
 from dramatiq import Middleware, Worker
 from dramatiq.broker import Broker
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
@@ -57,11 +58,22 @@ def drain_once(*, pushes: bool = True, results: bool = True) -> int:
     return taken
 
 
+#: PostgreSQL's deadlock and serialization failures: the batch is simply taken again next round.
+_TRANSIENT_SQLSTATES = {"40P01", "40001"}
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
 def _drain_pushes() -> int:
     try:
         with session_scope() as session:
             drained = push_effects.apply_pending(session, limit=BATCH, max_attempts=DRAIN_ATTEMPTS)
     except Exception as exc:
+        if _transient(exc):
+            log.info("a batch of pushes met a deadlock; taken again next round")
+            return 0
         log.warning("a batch of pushes failed (%s); applying them one by one", exc)
         return _one_by_one()
     invalidate_or_queue(drained.cache_keys)
@@ -83,6 +95,9 @@ def _drain_results() -> int:
             )
             intents = _hand_off(session, drained.need_wechat)
     except Exception as exc:
+        if _transient(exc):
+            log.info("a batch of client results met a deadlock; taken again next round")
+            return 0
         log.warning("a batch of client results failed (%s); handing them to their actor", exc)
         with session_scope() as session:
             intents = _hand_off(session, _result_ids(session))

@@ -61,6 +61,16 @@ def take(session: Session, inbox_id: int) -> str | None:
     ).one_or_none()
 
 
+def take_result(session: Session, inbox_id: int) -> tuple[str, datetime] | None:
+    """:func:`take` for a client result: its payload and when it was received."""
+    row = session.execute(
+        select(InboxItem.payload, InboxItem.received_at)
+        .where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None))
+        .with_for_update(skip_locked=True)
+    ).one_or_none()
+    return None if row is None else (row.payload, row.received_at)
+
+
 def take_push(session: Session, inbox_id: int) -> tuple[str, int | None] | None:
     """:func:`take` for a push: its payload and the official account whose URL it arrived at
     (the only tenant whose tickets it may touch)."""

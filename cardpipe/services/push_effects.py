@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from cardpipe.services import card_audit, claims, inbox, tenancy
@@ -126,13 +126,24 @@ _HANDLERS: dict[type[CardEvent], Callable[[Session, CardEvent, int], Handled]] =
 }
 
 
-def handle(session: Session, event: CardEvent, *, official_account_id: int | None) -> Handled:
+#: (official account id, card id) → the event of that account with that card (None: none).
+EventsOfCards = dict[tuple[int | None, str], int | None]
+
+
+def handle(
+    session: Session, event: CardEvent, *, official_account_id: int | None, events_of_cards: EventsOfCards | None = None
+) -> Handled:
     """Act on a push that arrived at ``official_account_id``'s URL: only on the event of that
-    account whose card the push names; a card of anyone else's is noted as foreign."""
+    account whose card the push names; a card of anyone else's is noted as foreign.
+    ``events_of_cards`` remembers the lookups within one transaction (a batch of pushes)."""
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return Handled()
-    event_id = tenancy.event_of_card(session, official_account_id=official_account_id, card_id=event.card_id)
+    known = {} if events_of_cards is None else events_of_cards
+    key = (official_account_id, event.card_id)
+    if key not in known:
+        known[key] = tenancy.event_of_card(session, official_account_id=official_account_id, card_id=event.card_id)
+    event_id = known[key]
     if event_id is None:
         return Handled(note=tenancy.foreign_card_note(event.card_id))
     return handler(session, event, event_id)
@@ -146,14 +157,33 @@ class Drained:
     cache_keys: list[str]
 
 
+def lock_tickets(session: Session, *where: ColumnElement[bool]) -> None:
+    """Lock the tickets a batch is about to change, in id order, before its first change: batches
+    and one-row transactions (which change their tickets in id order) then never wait on each
+    other in a circle."""
+    session.execute(select(Ticket.id).where(*where).order_by(Ticket.id).with_for_update()).all()
+
+
 def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained:
     """Apply up to ``limit`` unprocessed pushes (oldest first, rows other transactions hold
     skipped) and mark them processed, all in this transaction. A push that raises fails the
     whole batch: the caller then applies the rows one by one (:func:`apply_push`)."""
     notes: dict[int, str | None] = {}
     orders: set[int] = set()
-    for inbox_id, payload, official_account_id in inbox.take_pushes(session, limit=limit, max_attempts=max_attempts):
-        handled = handle(session, parse_event(payload), official_account_id=official_account_id)
+    events_of_cards: EventsOfCards = {}
+    taken = [
+        (inbox_id, parse_event(payload), official_account_id)
+        for inbox_id, payload, official_account_id in inbox.take_pushes(session, limit=limit, max_attempts=max_attempts)
+    ]
+    named = {
+        int(event.outer_str)
+        for _, event, _ in taken
+        if isinstance(event, UserGetCard) and event.outer_str.isdigit() and int(event.outer_str) <= _MAX_TICKET_ID
+    }
+    if named:
+        lock_tickets(session, Ticket.id.in_(named))
+    for inbox_id, event, official_account_id in taken:
+        handled = handle(session, event, official_account_id=official_account_id, events_of_cards=events_of_cards)
         notes[inbox_id] = handled.note
         orders.update(handled.orders)
     inbox.mark_processed_many(session, notes)

@@ -26,6 +26,8 @@ from cardpipe.credentials import StoredCredential
 from cardpipe.outbound import Deferred
 from cardpipe.services import inbox
 from cardpipe.services.claim_results import StoredResult, apply, awaits_push, own_tickets
+from cardpipe.services.push_effects import lock_tickets
+from models import Ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +55,16 @@ def apply_ready(
     drained = ResultsDrained()
     notes: dict[int, str | None] = {}
     now = datetime.now(UTC)
-    for inbox_id, payload, received_at in inbox.take_results(
-        session, limit=limit, max_attempts=max_attempts, passed_to=passed_to
-    ):
-        stored = StoredResult.model_validate_json(payload)
+    taken = [
+        (inbox_id, StoredResult.model_validate_json(payload), received_at)
+        for inbox_id, payload, received_at in inbox.take_results(
+            session, limit=limit, max_attempts=max_attempts, passed_to=passed_to
+        )
+    ]
+    order_ids = {order_id for _, stored, _ in taken for order_id in stored.order_ids}
+    if order_ids:
+        lock_tickets(session, Ticket.order_id.in_(order_ids))
+    for inbox_id, stored, received_at in taken:
         own = own_tickets(session, stored.order_ids)
         if stored.spent:
             drained.need_wechat.append(inbox_id)
@@ -74,16 +82,18 @@ def apply_ready(
     return drained
 
 
-def apply_one(session: Session, inbox_id: int, ports: WeChatPorts, *, grace_left_s: float = 0.0) -> list[str] | None:
+def apply_one(session: Session, inbox_id: int, ports: WeChatPorts, *, grace_s: float = 0.0) -> list[str] | None:
     """Apply the unprocessed result ``inbox_id`` and mark it processed: the poll records the change
-    made stale, or None when the row is done or being done elsewhere. While ``grace_left_s`` lasts
-    a result still waiting for WeChat's push raises ``Deferred`` instead. Errors WeChat may clear
-    up (busy, quota, token) propagate for a retry."""
-    payload = inbox.take(session, inbox_id)
-    if payload is None:
+    made stale, or None when the row is done or being done elsewhere. Until the row is ``grace_s``
+    old a result still waiting for WeChat's push raises ``Deferred`` instead. Errors WeChat may
+    clear up (busy, quota, token) propagate for a retry."""
+    taken = inbox.take_result(session, inbox_id)
+    if taken is None:
         return None
+    payload, received_at = taken
     stored = StoredResult.model_validate_json(payload)
     own = own_tickets(session, stored.order_ids)
+    grace_left_s = grace_s - (datetime.now(UTC) - received_at).total_seconds()
     if grace_left_s > 0 and awaits_push(stored, own):
         raise Deferred("waiting for WeChat's user_get_card push", time.time() + grace_left_s)
     applied = apply(session, stored, decrypt=ports.decrypt(stored.oa_appid), card_ticket=ports.card_ticket, own=own)
