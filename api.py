@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
-import workers.credentials  # noqa: F401  (a rotation met by a request queues the re-sign)
+import workers.resign  # noqa: F401  (a rotation met by a request queues the re-sign)
 from cardpipe.routes import (
     account_status,
     accounts,

@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -37,6 +36,7 @@ from dramatiq import Actor
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from cardpipe import clock
 from cardpipe.db import session_scope
 from cardpipe.runtime import redis_client
 from cardpipe.services.ops_history import sample_minute
@@ -44,14 +44,12 @@ from cardpipe.services.queues import QueueMonitor
 from cardpipe.services.readiness.signals import LEADER_LEASE_KEY
 from cardpipe.settings import Settings, get_settings
 from workers.broker import broker
-from workers.credentials import (
-    confirm_client_claims,
-    refresh_all_credentials,
-    requeue_missing_tickets,
-    resign_all_stale,
-)
+from workers.confirmations import confirm_client_claims
+from workers.credentials import refresh_all_credentials
 from workers.inbox import requeue_stale_inbox
+from workers.preissue import requeue_missing_tickets
 from workers.redemptions import resync_redemptions
+from workers.resign import resign_all_stale
 
 log = logging.getLogger("cardpipe.scheduler")
 
@@ -198,7 +196,7 @@ def lead(settings: Settings, redis: Redis, lease: Lease, stopping: threading.Eve
             id=job.name,
             name=job.name,
             args=(lease, redis, job),
-            next_run_time=datetime.now(UTC),
+            next_run_time=clock.now(),
         )
     # The ops charts' per-minute sample is taken here, not queued: it must not wait behind the
     # backlog it measures. It only reads, and stores each minute once (a new leader at once).
@@ -209,7 +207,7 @@ def lead(settings: Settings, redis: Redis, lease: Lease, stopping: threading.Eve
         id="ops-sample",
         name="ops-sample",
         args=(lease, redis, QueueMonitor(broker)),
-        next_run_time=datetime.now(UTC),
+        next_run_time=clock.now(),
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:

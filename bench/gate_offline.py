@@ -36,11 +36,13 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from redeem import _free_port, _start_server
 from scratch_db import drop_database, scratch_database
+
+from cardpipe import clock
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -135,7 +137,7 @@ def main(args: argparse.Namespace) -> None:
                 f"(baseline, reading their codes and states: {baseline_s:.2f}s; ratio {snapshot_s / baseline_s:.1f}x)"
             )
 
-            at = datetime.now(UTC) - timedelta(hours=1)
+            at = clock.now() - timedelta(hours=1)
             scans = [
                 {
                     "nonce": uuid.uuid4().hex,

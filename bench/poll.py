@@ -5,7 +5,7 @@ the card ticket fetched from the fake WeChat), starts the real app under uvicorn
 processes, the client spreading its connections over them like a load balancer), polls every
 order once (the cache fill: ready → served), then loads it from a second process — a lean
 asyncio HTTP/1.1 keep-alive client on uvloop, so the load generator takes as little as possible
-of the cores the server shares with it:
+of the cores the server shares with it (``bench/http_load.py``):
 
 1. the same server's trivial constant endpoint (``GET /healthz``): the baseline;
 2. the poll, round-robin over the N orders, each request with its buyer's session token;
@@ -26,7 +26,6 @@ end: no worker runs). The last line printed is
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -35,11 +34,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from http_load import request_line, run_load
 from scratch_db import drop_database, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,176 +53,10 @@ PUSH_CONNECTIONS = 8
 PUSH_RATE = 200.0
 
 
-# --- the load generator (second process) --------------------------------------------------
-
-
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            return int(line[15:])
-    return 0
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection sending its requests back to back (or, paced, one every
-    ``run.interval_s``) and timing each answer. A paced request is timed from when it was due, so
-    a server falling behind is charged for the wait (no coordinated omission)."""
-
-    def __init__(self, requests: list[bytes], run: _Run, offset_s: float) -> None:
-        self._requests = requests
-        self._offset_s = offset_s
-        self._run = run
-        self._next = 0
-        self._buffer = bytearray()
-        self._sent_at = 0.0
-        self._first_due = 0.0
-        self._transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
-        self.finished: asyncio.Future[None] = self._loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        self._first_due = time.perf_counter() + self._offset_s
-        self._send()
-
-    def _send(self) -> None:
-        assert self._transport is not None
-        now = time.perf_counter()
-        if now >= self._run.stop_at or (self._run.once and self._next >= len(self._requests)):
-            self._transport.close()
-            if not self.finished.done():
-                self.finished.set_result(None)
-            return
-        due = self._first_due + self._next * self._run.interval_s if self._run.interval_s else now
-        if due > now:
-            self._loop.call_later(due - now, self._write, due)
-        else:
-            self._write(due)
-
-    def _write(self, due: float) -> None:
-        assert self._transport is not None
-        self._sent_at = due
-        self._transport.write(self._requests[self._next % len(self._requests)])
-        self._next += 1
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self._buffer[:end]).lower()
-        length = _content_length(head)
-        if len(self._buffer) < end + 4 + length:
-            return
-        del self._buffer[: end + 4 + length]
-        self._run.record(int(head[9:12]), self._sent_at, time.perf_counter())
-        self._send()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.finished.done():
-            self.finished.set_result(None)
-
-
-@dataclass
-class _Run:
-    start_at: float
-    stop_at: float
-    #: Send each request once, then stop (the cache fill).
-    once: bool = False
-    #: Per connection, one request every ``interval_s`` (0: back to back).
-    interval_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.latencies: list[float] = []
-        self.statuses: Counter[int] = Counter()
-
-    def record(self, status: int, sent_at: float, answered_at: float) -> None:
-        if sent_at >= self.start_at:
-            self.latencies.append(answered_at - sent_at)
-            self.statuses[status] += 1
-
-
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
-
-
-async def _load(
-    ports: list[int], requests: list[bytes], seconds: float, connections: int, warmup_s: float, once: bool, rate: float
-) -> dict:
-    now = time.perf_counter()
-    interval_s = connections / rate if rate else 0.0
-    run = _Run(start_at=now + warmup_s, stop_at=now + warmup_s + seconds, once=once, interval_s=interval_s)
-    loop = asyncio.get_running_loop()
-    conns = []
-    for index in range(min(connections, len(requests)) if once else connections):
-        share = requests[index::connections] or requests
-        offset_s = index * interval_s / connections  # paced connections take turns, not bursts
-
-        def connection(share: list[bytes] = share, offset_s: float = offset_s) -> _Connection:
-            return _Connection(share, run, offset_s)
-
-        _, protocol = await loop.create_connection(connection, "127.0.0.1", ports[index % len(ports)])
-        conns.append(protocol)
-    await asyncio.gather(*(c.finished for c in conns))
-    latencies = sorted(run.latencies)
-    return {
-        "elapsed_s": time.perf_counter() - now,
-        "requests": len(latencies),
-        "rps": len(latencies) / seconds,
-        "p50_ms": _percentile(latencies, 0.50) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
-        "statuses": {str(k): v for k, v in sorted(run.statuses.items())},
-    }
-
-
-def load_main(args: argparse.Namespace) -> None:
-    import uvloop
-
-    requests = [
-        line.encode("latin-1").replace(b"\\r\\n", b"\r\n") for line in Path(args.requests).read_text().splitlines()
-    ]
-    ports = [int(port) for port in args.ports.split(",")]
-    result = uvloop.run(_load(ports, requests, args.seconds, args.connections, args.warmup, args.once, args.rate))
-    print(json.dumps(result))
-
-
-# --- the orchestrator ---------------------------------------------------------------------
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _request(path: str, token: str | None = None) -> str:
-    auth = f"Authorization: Bearer {token}\\r\\n" if token else ""
-    return f"GET {path} HTTP/1.1\\r\\nHost: bench\\r\\n{auth}\\r\\n"
-
-
-def _run_load(
-    ports: list[int],
-    lines: list[str],
-    seconds: float,
-    connections: int,
-    warmup_s: float,
-    *,
-    once: bool = False,
-    rate: float = 0.0,
-) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".requests", delete=False) as handle:
-        handle.write("\n".join(lines))
-    try:
-        command = [sys.executable, __file__, "--load", "--ports", ",".join(map(str, ports)), "--requests", handle.name]
-        command += ["--seconds", str(seconds), "--connections", str(connections), "--warmup", str(warmup_s)]
-        command += ["--once"] if once else []
-        command += ["--rate", str(rate)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        return dict(json.loads(output.strip().splitlines()[-1]))
-    finally:
-        os.unlink(handle.name)
 
 
 @dataclass(frozen=True)
@@ -238,6 +71,7 @@ class _Seeded:
 def _seed(orders: int, fake_url: str) -> _Seeded:
     """OA + MP (at the fake and here), one event, ``orders`` orders with one ready ticket each,
     and a session token per buyer."""
+    from cardpipe import clock
     from cardpipe.db import session_scope
     from cardpipe.runtime import credential_store
     from cardpipe.services import accounts
@@ -284,7 +118,7 @@ def _seed(orders: int, fake_url: str) -> _Seeded:
         ]
         session.add_all(tickets)
         session.flush()
-        now = datetime.now(UTC)
+        now = clock.now()
         for ticket in tickets:
             signed = sign_card_ext(
                 api_ticket=current.value, card_id=card_id, code=ticket.code, outer_str=str(ticket.id)
@@ -397,6 +231,7 @@ def main(args: argparse.Namespace) -> None:
     }
     os.environ.update(env_values)
     sys.path.insert(0, str(ROOT))
+    from cardpipe import clock
     from cardpipe.migrate import upgrade
     from wechat.fake import FakeWeChatServer
 
@@ -410,17 +245,17 @@ def main(args: argparse.Namespace) -> None:
             print(f"seeded {args.orders} orders with a ready ticket each in {time.perf_counter() - started:.1f}s")
             ports = [_free_port() for _ in range(args.workers)]
             servers = _start_servers(ports, {**os.environ, **env_values})
-            polls = [_request(f"/v1/orders/{order_no}/claim", token) for token, order_no in seeded.buyers]
+            polls = [request_line(f"/v1/orders/{order_no}/claim", token) for token, order_no in seeded.buyers]
 
-            fill = _run_load(ports, polls, 600.0, args.connections, 0.0, once=True)
+            fill = run_load(ports, polls, 600.0, args.connections, 0.0, once=True)
             print(f"cache fill (first polls, ready → served): {fill['requests']} requests, {fill['statuses']}")
-            baseline = _run_load(ports, [_request("/healthz")], args.seconds, args.connections, WARMUP_S)
+            baseline = run_load(ports, [request_line("/healthz")], args.seconds, args.connections, WARMUP_S)
             print(
                 f"baseline GET /healthz: {baseline['rps']:.0f} req/s, p50 {baseline['p50_ms']:.2f} ms, "
                 f"p99 {baseline['p99_ms']:.2f} ms, {baseline['statuses']}"
             )
-            poll_started = datetime.now(UTC)
-            poll = _run_load(ports, polls, args.seconds, args.connections, WARMUP_S)
+            poll_started = clock.now()
+            poll = run_load(ports, polls, args.seconds, args.connections, WARMUP_S)
             written = _tickets_written_since(poll_started)
             print(
                 f"poll GET /v1/orders/{{order_no}}/claim over {args.orders} orders: {poll['rps']:.0f} req/s, "
@@ -429,8 +264,8 @@ def main(args: argparse.Namespace) -> None:
             print(f"poll / baseline throughput: {poll['rps'] / baseline['rps']:.2f}")
             print(f"ticket rows written during the poll run: {written}")
             pushes = _push_requests(seeded, 2 * PUSHES)
-            paced = _run_load(ports, pushes[:PUSHES], 600.0, PUSH_CONNECTIONS, WARMUP_S, once=True, rate=PUSH_RATE)
-            flat_out = _run_load(ports, pushes[PUSHES:], 600.0, PUSH_CONNECTIONS, 0.0, once=True)
+            paced = run_load(ports, pushes[:PUSHES], 600.0, PUSH_CONNECTIONS, WARMUP_S, once=True, rate=PUSH_RATE)
+            flat_out = run_load(ports, pushes[PUSHES:], 600.0, PUSH_CONNECTIONS, 0.0, once=True)
             print(
                 f"push POST /wechat/{{oa_appid}}/events, {PUSHES} distinct signed pushes over {PUSH_CONNECTIONS} "
                 f"connections at {PUSH_RATE:.0f}/s ({paced['requests']} timed after the warm-up): "
@@ -471,18 +306,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ports", help=argparse.SUPPRESS)
-    parser.add_argument("--requests", help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=float, default=WARMUP_S, help=argparse.SUPPRESS)
-    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    if arguments.load:
-        load_main(arguments)
-    else:
-        main(arguments)
+    main(parse_args())

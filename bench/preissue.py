@@ -4,9 +4,10 @@ In a scratch PostgreSQL database, with real Redis and the fake WeChat (in this p
 creates an event (``card/create``), imports N orders from a CSV file through the import service,
 starts dramatiq worker *processes* on the ``preissue`` queue, and times the pre-issue from
 ``start`` to the last committed chunk (planner: stock read and raise, chunk messages; chunk
-workers: codes, signatures, set-based writes). Then, on samples of their own, two references:
+workers: codes, signatures, set-based writes). Then, on samples of their own, two references
+(``bench/preissue_references.py``):
 
-* naive: one ORM insert and one commit per ticket (how the seed code issued tickets);
+* naive: one ORM insert and one commit per ticket (the straightforward way);
 * floor: codes and signatures in a tight loop, then a single ``COPY`` — one process, no queue,
   no per-chunk reads or commits.
 
@@ -37,6 +38,7 @@ import time
 import uuid
 from pathlib import Path
 
+import preissue_references as references
 from scratch_db import drop_database, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,11 +105,11 @@ def _write_orders(path: Path, count: int, tickets: int, prefix: str) -> None:
 
 def _import(event_id: int, path: Path) -> tuple[int, float]:
     from cardpipe.db import session_scope
-    from cardpipe.services import order_import
+    from cardpipe.services import order_file, order_import
 
     started = time.perf_counter()
     with path.open("rb") as stream, session_scope() as session:
-        report = order_import.import_orders(session, event_id, stream, order_import.ImportFormat.CSV)
+        report = order_import.import_orders(session, event_id, stream, order_file.ImportFormat.CSV)
     return report.inserted, time.perf_counter() - started
 
 
@@ -173,18 +175,18 @@ def _stop(workers: subprocess.Popen[bytes]) -> None:
 def _preissue(event_id: int, expected: int, timeout_s: float, pids: list[int]) -> tuple[float, dict[int, float]]:
     """Seconds from start to the last ticket, and the workers' peak RSS."""
     from cardpipe.db import session_scope
-    from cardpipe.services import preissue
+    from cardpipe.services.preissue import tracking
     from workers.preissue import plan_preissue
 
     started = time.perf_counter()
     with session_scope() as session:
-        preissue.start_preissue(session, event_id)
+        tracking.start_preissue(session, event_id)
     plan_preissue.send(event_id)
     deadline = time.monotonic() + timeout_s
     last_report = 0.0
     while True:
         with session_scope() as session:
-            progress = preissue.preissue_progress(session, event_id, by_state=False)
+            progress = tracking.preissue_progress(session, event_id, by_state=False)
         elapsed = time.perf_counter() - started
         if progress.tickets_issued >= expected:
             return elapsed, {pid: _peak_rss_mb(pid) for pid in pids}
@@ -212,99 +214,6 @@ def _verify(event_id: int, expected: int) -> None:
         ).one()
     if not tickets == pairs == codes == expected:
         raise AssertionError(f"expected {expected} tickets, got {tickets} ({pairs} (order, seq), {codes} codes)")
-
-
-def _naive(event_id: int, appid: str) -> float:
-    """One ORM insert and one commit per ticket, signing after the flush (the seed code's way)."""
-    from datetime import UTC, datetime
-
-    from sqlalchemy import select
-
-    from cardpipe.db import session_scope
-    from cardpipe.runtime import credential_store
-    from cardpipe.services.codes import new_code
-    from cardpipe.services.ticket_signing import sign_card_ext
-    from models import Event, Order, Ticket, TicketState
-
-    with session_scope() as session:
-        event = session.get(Event, event_id)
-        assert event is not None and event.card_id is not None
-        card_id, length, alphabet = event.card_id, event.code_length, event.code_alphabet
-        orders = session.execute(select(Order.id, Order.ticket_count).where(Order.event_id == event_id)).all()
-    current = credential_store().card_ticket(appid)
-    started = time.perf_counter()
-    count = 0
-    for order_id, ticket_count in orders:
-        for seq in range(1, ticket_count + 1):
-            with session_scope() as session:
-                ticket = Ticket(
-                    event_id=event_id,
-                    order_id=order_id,
-                    seq=seq,
-                    card_id=card_id,
-                    code=new_code(length, alphabet),
-                    state=TicketState.READY,
-                )
-                session.add(ticket)
-                session.flush()
-                signed = sign_card_ext(
-                    api_ticket=current.value, card_id=card_id, code=ticket.code, outer_str=str(ticket.id)
-                )
-                ticket.card_ext, ticket.nonce, ticket.timestamp = signed.card_ext, signed.nonce, signed.timestamp
-                ticket.ticket_version, ticket.signed_at = current.version, datetime.now(UTC)
-            count += 1
-    return count / (time.perf_counter() - started)
-
-
-def _floor(event_id: int, appid: str) -> float:
-    """Codes and signatures in a tight loop, then one COPY and one commit."""
-    from datetime import UTC, datetime
-
-    from sqlalchemy import select, text
-
-    from cardpipe.db import get_engine, session_scope
-    from cardpipe.runtime import credential_store
-    from cardpipe.services.codes import new_codes
-    from cardpipe.services.ticket_signing import sign_card_ext
-    from models import Event, Order
-
-    with session_scope() as session:
-        event = session.get(Event, event_id)
-        assert event is not None and event.card_id is not None
-        card_id, length, alphabet = event.card_id, event.code_length, event.code_alphabet
-        orders = session.execute(select(Order.id).where(Order.event_id == event_id)).scalars().all()
-    current = credential_store().card_ticket(appid)
-    with get_engine().connect() as connection:
-        started = time.perf_counter()
-        ids = (
-            connection.execute(
-                text("SELECT nextval(pg_get_serial_sequence('tickets', 'id')) FROM generate_series(1, :n)"),
-                {"n": len(orders)},
-            )
-            .scalars()
-            .all()
-        )
-        codes = new_codes(len(orders), length, alphabet)
-        now = datetime.now(UTC).isoformat()
-        stamp = int(time.time())
-        rows = []
-        for ticket_id, order_id, code in zip(ids, orders, codes, strict=True):
-            signed = sign_card_ext(
-                api_ticket=current.value, card_id=card_id, code=code, outer_str=str(ticket_id), timestamp=stamp
-            )
-            rows.append(
-                f"{ticket_id}\t{event_id}\t{order_id}\t1\t{card_id}\t{code}\tready\t{signed.card_ext}\t"
-                f"{current.version}\t{signed.nonce}\t{stamp}\t{now}\tf\tf\t{now}\n"
-            )
-        raw = connection.connection.driver_connection
-        columns = (
-            "id, event_id, order_id, seq, card_id, code, state, card_ext, ticket_version, nonce, timestamp, "
-            "signed_at, confirmed_by_client, confirmed_by_wechat, updated_at"
-        )
-        with raw.cursor().copy(f"COPY tickets ({columns}) FROM STDIN") as copy:  # type: ignore[union-attr]
-            copy.write("".join(rows))
-        connection.commit()
-        return len(rows) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -387,14 +296,14 @@ def main() -> None:
             naive_file = scratch / "naive.csv"
             _write_orders(naive_file, args.naive_sample, 1, "N")
             _import(naive_event, naive_file)
-            naive_rate = _naive(naive_event, oa_appid)
+            naive_rate = references.naive_rate(naive_event, oa_appid)
             print(f"naive (ORM insert + commit per ticket, {args.naive_sample:,} tickets): {naive_rate:,.0f} tickets/s")
 
             floor_event = new_event("floor")
             floor_file = scratch / "floor.csv"
             _write_orders(floor_file, args.floor_sample, 1, "F")
             _import(floor_event, floor_file)
-            floor_rate = _floor(floor_event, oa_appid)
+            floor_rate = references.floor_rate(floor_event, oa_appid)
             print(f"floor (tight loop + one COPY, {args.floor_sample:,} tickets): {floor_rate:,.0f} tickets/s")
             print(f"end to end / floor = {rate / floor_rate:.2f}; end to end / naive = {rate / naive_rate:.1f}")
             fake.close()

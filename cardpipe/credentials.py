@@ -32,7 +32,7 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardpipe import secretbox
+from cardpipe import clock, secretbox
 from cardpipe.outbound import GuardedCardApi, OutboundGuard, stats_key
 from cardpipe.rotation import RotationListener
 from cardpipe.settings import get_settings
@@ -307,11 +307,11 @@ class CredentialStore:
                 row = Credential(official_account_id=account.id, kind=kind)
                 session.add(row)
             if row.value != credential.value:
-                row.rotated_at = datetime.now(UTC)
+                row.rotated_at = clock.now()
             row.value = credential.value
             row.version = credential.version
             row.expires_at = datetime.fromtimestamp(credential.expires_at, UTC)
-            row.fetched_at = datetime.now(UTC)
+            row.fetched_at = clock.now()
 
     def _cache(self, appid: str, kind: str, credential: StoredCredential) -> None:
         ttl_ms = int(credential.remaining(self._clock()) * 1000)

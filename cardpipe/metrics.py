@@ -28,10 +28,16 @@ from cardpipe.services.ops_history import LAG_BUCKETS_S, LAG_HISTOGRAM_KEY, LAST
 from cardpipe.services.poll_tally import POLLS_KEY
 from cardpipe.services.queues import ACTOR_METRICS_KEY, QueueMonitor
 from cardpipe.services.readiness.signals import LEADER_LEASE_KEY
-from models import Credential, Event, InboxItem, OfficialAccount, Redemption, RedemptionResult, Ticket, TicketState
-
-#: Ticket states whose card a holder received (each took one unit of the card's WeChat stock).
-RECEIVED_STATES = (TicketState.CLAIMED, TicketState.REDEEMED, TicketState.DELETED, TicketState.REVOKED)
+from models import (
+    RECEIVED_STATES,
+    Credential,
+    Event,
+    InboxItem,
+    OfficialAccount,
+    Redemption,
+    RedemptionResult,
+    Ticket,
+)
 
 
 class CardpipeCollector(Collector):

@@ -1,7 +1,7 @@
 """Who hears about a card api_ticket rotation: a registry of listeners, filled at import time.
 
 The credential store (core) must not know who reacts to a new ticket, and the reaction (queueing
-the bulk re-sign) lives in an entry point, ``workers.credentials``, which registers itself here
+the bulk re-sign) lives in an entry point, ``workers.resign``, which registers itself here
 when it is imported. Every process that can rotate a ticket (workers, api, the CLI, the scheduler)
 imports ``workers`` and so carries the listener; a process that imports only the core rotates
 without re-signing, as a :class:`~cardpipe.credentials.CredentialStore` built with no listener does.

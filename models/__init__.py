@@ -7,9 +7,11 @@ from models.event import CodeMode, Event, EventState
 from models.inbox import InboxItem, InboxSource, PushNonce
 from models.outbox import OutboxMessage
 from models.redemptions import ConsumeSync, Redemption, RedemptionResult, Revocation
-from models.tickets import Order, Ticket, TicketState
+from models.tickets import CLAIMABLE_STATES, RECEIVED_STATES, Order, Ticket, TicketState
 
 __all__ = [
+    "CLAIMABLE_STATES",
+    "RECEIVED_STATES",
     "Base",
     "CheckinList",
     "CodeMode",

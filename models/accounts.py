@@ -8,7 +8,8 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, EncryptedText, UTCDateTime, utcnow
+from cardpipe import clock
+from models.base import Base, BigId, EncryptedText, UTCDateTime
 
 
 class OfficialAccount(Base):
@@ -37,7 +38,7 @@ class OfficialAccount(Base):
     config_error_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     config_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     config_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
 
 class MiniProgram(Base):
@@ -50,7 +51,7 @@ class MiniProgram(Base):
     name: Mapped[str] = mapped_column(String(128), default="")
     app_secret: Mapped[str] = mapped_column(EncryptedText)
     official_account_id: Mapped[int] = mapped_column(ForeignKey("official_accounts.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
 
 class CredentialKind(StrEnum):
@@ -71,6 +72,6 @@ class Credential(Base):
     value: Mapped[str] = mapped_column(EncryptedText)
     version: Mapped[int] = mapped_column(Integer, default=1)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     #: When the value last changed (a fetch may bring back the same value).
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -23,7 +23,8 @@ from enum import StrEnum
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from cardpipe import clock
+from models.base import Base, BigId, UTCDateTime
 
 
 class ListPolicy(StrEnum):
@@ -68,8 +69,8 @@ class CheckinList(Base):
     inside_now: Mapped[int] = mapped_column(Integer, default=0)
     #: HMAC key of the code hashes in this list's offline snapshots (hex).
     snapshot_key: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
 
 class Gate(Base):
@@ -82,7 +83,7 @@ class Gate(Base):
     name: Mapped[str] = mapped_column(String(64))
     #: SHA-256 (hex) of the gate's bearer token; the token itself is shown once, when made.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
 
 class Presence(Base):
@@ -102,4 +103,4 @@ class Presence(Base):
     day_entries: Mapped[int] = mapped_column(Integer, default=0)
     #: When the scan that last changed this row happened at its gate (offline scans arrive late).
     last_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

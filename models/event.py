@@ -8,7 +8,8 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from cardpipe import clock
+from models.base import Base, BigId, UTCDateTime
 
 #: Letters and digits that cannot be misread at a gate (no 0/O, 1/I/L).
 UNAMBIGUOUS_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -70,4 +71,4 @@ class Event(Base):
     #: stock). The event reads ``issued`` only while this covers ``tickets_total``.
     stock_covered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     notes: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

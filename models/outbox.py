@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from cardpipe import clock
+from models.base import Base, BigId, UTCDateTime
 
 
 class OutboxMessage(Base):
@@ -30,5 +31,5 @@ class OutboxMessage(Base):
     actor: Mapped[str] = mapped_column(String(64))
     #: The message's positional arguments, as a JSON array.
     args: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

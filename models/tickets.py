@@ -18,7 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from cardpipe import clock
+from models.base import Base, BigId, UTCDateTime
 
 
 class TicketState(StrEnum):
@@ -31,6 +32,12 @@ class TicketState(StrEnum):
     REDEEMED = "redeemed"
     DELETED = "deleted"
     REVOKED = "revoked"
+
+
+#: Pre-issued and not yet in a user's card package: what a claim may take and a re-sign must refresh.
+CLAIMABLE_STATES = (TicketState.READY, TicketState.SERVED)
+#: In (or through) a user's card package: the claim happened, whatever followed.
+RECEIVED_STATES = (TicketState.CLAIMED, TicketState.REDEEMED, TicketState.DELETED, TicketState.REVOKED)
 
 
 class Order(Base):
@@ -51,7 +58,7 @@ class Order(Base):
     ticket_count: Mapped[int] = mapped_column(Integer)
     #: The order's ticket class (``vip``, ``standard``…): check-in lists may admit only some.
     ticket_class: Mapped[str | None] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
 
 class Ticket(Base):
@@ -116,4 +123,4 @@ class Ticket(Base):
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)

@@ -26,8 +26,8 @@ from cardpipe import secretbox
 from cardpipe.migrate import upgrade
 from cardpipe.services import accounts
 from cardpipe.settings import get_settings
-from tests.services import HOW_TO_START, admin_database_url, in_ci, libpq_url, postgres_problem, redis_problem
-from tests.services import redis_url as configured_redis_url
+from tests.backing_services import HOW_TO_START, admin_database_url, in_ci, libpq_url, postgres_problem, redis_problem
+from tests.backing_services import redis_url as configured_redis_url
 from tests.settings_env import environment
 from tests.worlds import MakeWorld, World, new_world
 from wechat.fake import FakeWeChatControl, FakeWeChatServer
@@ -134,7 +134,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def stub_worker(redis_url: str, engine: Engine) -> Iterator[dramatiq.Worker]:
+def broker_worker(redis_url: str, engine: Engine) -> Iterator[dramatiq.Worker]:
     """An in-process dramatiq worker on the real Redis broker, with empty queues."""
     from workers.broker import broker
 

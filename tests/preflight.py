@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.services import HOW_TO_START, in_ci, problems
+from tests.backing_services import HOW_TO_START, in_ci, problems
 
 
 def main() -> int:

@@ -15,8 +15,8 @@ import yaml
 from fastapi.testclient import TestClient
 
 from api import create_app
+from tests.backing_services import in_ci
 from tests.conftest import ADMIN_TOKEN
-from tests.services import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -39,7 +39,7 @@ def test_an_intent_rolled_back_with_its_work_is_never_sent(engine: object, redis
 
 
 def test_an_unsent_intent_is_sent_by_the_relay_and_forgotten_once_done(
-    engine: object, redis_url: str, stub_worker: dramatiq.Worker
+    engine: object, redis_url: str, broker_worker: dramatiq.Worker
 ) -> None:
     # Given an intent whose writer never got to send it (Redis refused, or the writer died)
     with session_scope() as session:

@@ -3,7 +3,16 @@ drain (:mod:`workers.inbox_drain`) joins the broker's middleware here, after the
 
 import dramatiq
 
-from workers import claims, credentials, inbox, preissue, pushes, redemptions  # noqa: F401
+from workers import (  # noqa: F401
+    claims,
+    confirmations,
+    credentials,
+    inbox,
+    preissue,
+    pushes,
+    redemptions,
+    resign,
+)
 from workers.inbox_drain import InboxDrain
 
 dramatiq.get_broker().add_middleware(InboxDrain())

@@ -33,7 +33,8 @@ from rich.text import Text
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, outbox, preissue
+from cardpipe.services import events, order_file, order_import
+from cardpipe.services.preissue import PreissueError, tracking
 from models import CodeMode
 from models.event import UNAMBIGUOUS_ALPHABET
 from wechat.errors import WeChatError
@@ -110,21 +111,21 @@ def create_event(
     console.print(f"event {event_id} created with card {event_card}")
 
 
-def _format_of(path: Path, given: order_import.ImportFormat | None) -> order_import.ImportFormat:
+def _format_of(path: Path, given: order_file.ImportFormat | None) -> order_file.ImportFormat:
     if given is not None:
         return given
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return order_import.ImportFormat.CSV
+        return order_file.ImportFormat.CSV
     if suffix in (".jsonl", ".ndjson"):
-        return order_import.ImportFormat.JSONL
+        return order_file.ImportFormat.JSONL
     raise _fail(f"cannot tell the format of {path.name}: use --format csv|jsonl")
 
 
 def import_orders(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV (with header) or JSON lines."),
     event: int = typer.Option(..., "--event", "-e", help="Event id."),
-    fmt: order_import.ImportFormat | None = typer.Option(None, "--format", help="csv or jsonl (default: by suffix)."),
+    fmt: order_file.ImportFormat | None = typer.Option(None, "--format", help="csv or jsonl (default: by suffix)."),
     reject_conflicts: bool = typer.Option(False, help="Reject the whole import if any order conflicts."),
 ) -> None:
     """Import orders into an event: all or nothing; bad rows are reported by line."""
@@ -148,7 +149,7 @@ def import_orders(
                 )
     except events.UnknownEvent as exc:
         raise _fail(str(exc)) from None
-    except order_import.ImportRejected as exc:
+    except order_file.ImportRejected as exc:
         console.print(f"import rejected, nothing stored ({exc.total} problem(s)):", style="bold red")
         for error in exc.errors:
             console.print(f"  line {error.line}: {error.reason}")
@@ -173,7 +174,7 @@ class RateColumn(ProgressColumn):
         return Text("… tickets/s" if speed is None else f"{speed:,.0f} tickets/s", style="cyan")
 
 
-def _progress_table(progress: preissue.Progress) -> Table:
+def _progress_table(progress: tracking.Progress) -> Table:
     table = Table(title=f"event {progress.event_id}: {progress.state}", show_header=False)
     table.add_row("orders complete", f"{progress.orders_complete:,} / {progress.orders_total:,}")
     table.add_row("tickets issued", f"{progress.tickets_issued:,} / {progress.tickets_total:,}")
@@ -183,9 +184,9 @@ def _progress_table(progress: preissue.Progress) -> Table:
     return table
 
 
-def _read_progress(event_id: int, *, by_state: bool = False) -> preissue.Progress:
+def _read_progress(event_id: int, *, by_state: bool = False) -> tracking.Progress:
     with session_scope() as session:
-        return preissue.preissue_progress(session, event_id, by_state=by_state)
+        return tracking.preissue_progress(session, event_id, by_state=by_state)
 
 
 def _watch(event_id: int) -> None:
@@ -221,12 +222,10 @@ def start_preissue(
 
     try:
         with session_scope() as session:
-            event = preissue.start_preissue(session, event_id)
-            state = event.state
-            planner = outbox.add(session, plan_preissue.actor_name, event_id)
+            state, planner = tracking.start_and_queue_planner(session, event_id, planner_actor=plan_preissue.actor_name)
     except events.UnknownEvent as exc:
         raise _fail(str(exc)) from None
-    except preissue.PreissueError as exc:
+    except PreissueError as exc:
         raise _fail(str(exc)) from None
     flush([planner])
     console.print(f"event {event_id} is {state}; the planner is queued")

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import requests
 import typer
 from rich.console import Console
 
+from cardpipe import clock
 from cardpipe.services.checkin import offline_gate
 from models import Direction
 
@@ -110,7 +110,7 @@ def offline(state_path: Path = StateOption, direction: Direction = DirectionOpti
     state = _load(state_path)
     refused = False
     for code in _codes():
-        answer = offline_gate.scan(state, code, direction, datetime.now(UTC))
+        answer = offline_gate.scan(state, code, direction, clock.now())
         _save(state_path, state)
         _show(code, answer.ok, answer.result)
         refused |= not answer.ok

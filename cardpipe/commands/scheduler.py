@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import typer
 
-import workers.credentials  # noqa: F401  (a rotation by ``credentials refresh`` queues the re-sign)
+import workers.resign  # noqa: F401  (a rotation by ``credentials refresh`` queues the re-sign)
 from cardpipe.runtime import credential_store
 from cardpipe.settings import get_settings
 from models import CredentialKind

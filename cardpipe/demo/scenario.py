@@ -15,7 +15,6 @@ import csv
 import io
 import os
 import secrets
-import threading
 import time
 import uuid
 from collections import Counter
@@ -25,25 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from sqlalchemy import create_engine, text
-from urllib3.util.retry import Retry
 
+from cardpipe.demo.buyers import Buyers
+from cardpipe.demo.http import ok, retrying
 from cardpipe.demo.stack import Stack
 from cardpipe.demo.venue import HALL_VISITORS, OFFLINE_ENTRIES, VenueReport, run_venue
 from wechat.fake import FakeWeChatControl
 
 ORDERS_PER_USER = 5
-USER_THREADS = 16
-#: Every n-th user claims order by order (poll, addCard, result per order) instead of all at once.
-ORDER_BY_ORDER_EVERY = 20
-CANCEL_EVERY = 10
 REDEEM_SHARE = 0.3
 GATES = ("north", "south", "east")
 SETTLE_TIMEOUT_S = 120
-#: A user whose addCard failed taps again after a moment; the demo gives up after this many.
-CLAIM_ATTEMPTS = 10
-RETRY_PAUSE_S = 0.3
 #: The answers the readiness check's probes expect (a login code and a card code that cannot exist).
 DOCTOR_PROBE_ANSWERS = {("/sns/jscode2session", "40029"), ("/card/code/get", "40056")}
 
@@ -90,7 +82,7 @@ class Demo:
         #: gifting on, audit not passed); the doctor shows it and the remedies are applied.
         self.misconfigured_card = misconfigured_card
         self.show_readiness = show_readiness
-        self.admin = _retrying(requests.Session())
+        self.admin = retrying(requests.Session())
         self.admin.headers["Authorization"] = f"Bearer {admin_token}"
         self.gate = self.admin
         self.fake = FakeWeChatControl(stack.fake_url)
@@ -104,9 +96,6 @@ class Demo:
         self.event_id = 0
         self.card_id = ""
         self.report = DemoReport()
-        self._claimed_users = 0
-        self._rotated = threading.Event()
-        self._lock = threading.Lock()
 
     def _api(self, path: str) -> str:
         return self.stack.api_url + path
@@ -133,9 +122,9 @@ class Demo:
             "original_id": "gh_demo",
             "name": "Demo OA",
         }
-        _ok(self.admin.put(self._api(f"/v1/admin/official-accounts/{self.oa_appid}"), json=body))
+        ok(self.admin.put(self._api(f"/v1/admin/official-accounts/{self.oa_appid}"), json=body))
         mp_body = {"app_secret": self.mp_secret, "official_account_appid": self.oa_appid, "name": "Demo MP"}
-        _ok(self.admin.put(self._api(f"/v1/admin/mini-programs/{self.mp_appid}"), json=mp_body))
+        ok(self.admin.put(self._api(f"/v1/admin/mini-programs/{self.mp_appid}"), json=mp_body))
         self.fake.verify_url(self.oa_appid)  # the organiser saves the server URL; WeChat checks it
 
     def create_event(self) -> None:
@@ -165,7 +154,7 @@ class Demo:
             "mini_program_appid": self.mp_appid,
             "card": card,
         }
-        event = _ok(self.admin.post(self._api("/v1/admin/events"), json=body))
+        event = ok(self.admin.post(self._api("/v1/admin/events"), json=body))
         self.event_id, self.card_id = event["id"], event["card_id"]
         if not self.misconfigured_card:
             self.fake.review_card(self.card_id)
@@ -183,14 +172,14 @@ class Demo:
             for order_no in numbers:
                 writer.writerow([order_no, person["openids"][self.mp_appid], person["unionid"] or "", 1])
         url = self._api(f"/v1/admin/events/{self.event_id}/orders")
-        _ok(self.admin.post(url, data=rows.getvalue().encode(), headers={"Content-Type": "text/csv"}))
+        ok(self.admin.post(url, data=rows.getvalue().encode(), headers={"Content-Type": "text/csv"}))
 
     def preissue(self) -> None:
-        _ok(self.admin.post(self._api(f"/v1/admin/events/{self.event_id}/preissue")))
+        ok(self.admin.post(self._api(f"/v1/admin/events/{self.event_id}/preissue")))
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while time.monotonic() < deadline:
             self.stack.check_alive()
-            progress = _ok(self.admin.get(self._api(f"/v1/admin/events/{self.event_id}/progress?by_state=false")))
+            progress = ok(self.admin.get(self._api(f"/v1/admin/events/{self.event_id}/progress?by_state=false")))
             if progress["tickets_issued"] >= progress["tickets_total"] > 0:
                 return
             time.sleep(0.2)
@@ -211,93 +200,21 @@ class Demo:
 
     def _readiness(self) -> dict[str, Any]:
         self.stack.check_alive()
-        report = _ok(self.admin.get(self._api(f"/v1/admin/events/{self.event_id}/readiness")))
+        report = ok(self.admin.get(self._api(f"/v1/admin/events/{self.event_id}/readiness")))
         self.show_readiness(report)
         return dict(report)
 
     # -- users -----------------------------------------------------------------------------------
 
     def claim_all(self) -> None:
-        half = len(self.users) // 2
-        with ThreadPoolExecutor(USER_THREADS) as pool:
-            for index, _ in enumerate(pool.map(self._user_claims, self.users)):
-                if index + 1 == half:
-                    self.rotate_ticket()
-
-    def _user_claims(self, person: dict[str, Any]) -> None:
-        """Most users claim all their orders with one ``wx.addCard``; every ``ORDER_BY_ORDER_EVERY``-th
-        claims them one order at a time. Some cancel the card page once and try again."""
-        name = person["name"]
-        client = _retrying(requests.Session())
-        code = self.fake.login(name, self.mp_appid)
-        session = _ok(client.post(self._api("/v1/sessions"), json={"code": code, "appid": self.mp_appid}))
-        client.headers["Authorization"] = f"Bearer {session['token']}"
-        numbers = self.orders_of[name]
-        index = int(name.rsplit("-", 1)[1])
-        if index % ORDER_BY_ORDER_EVERY == 0:
-            for position, order_no in enumerate(numbers):
-                self._claim_one(client, name, order_no, cancel_first=position == 0 and index % CANCEL_EVERY == 0)
-        else:
-            self._claim_together(client, name, numbers, cancel_first=index % CANCEL_EVERY == 1)
-
-    def _claim_together(self, client: requests.Session, person: str, numbers: list[str], cancel_first: bool) -> None:
-        for attempt in range(CLAIM_ATTEMPTS):
-            answer = _ok(client.post(self._api("/v1/claims"), json={"order_nos": numbers}))
-            if answer["status"] == "done":
-                return
-            if answer["status"] == "pending":
-                time.sleep(answer["retry_after_ms"] / 1000)
-                continue
-            outcome = self._add_and_report(client, person, answer["cardList"], cancel_first and attempt == 0, numbers)
-            if outcome:
-                return
-        self._gave_up()
-
-    def _claim_one(self, client: requests.Session, person: str, order_no: str, cancel_first: bool) -> None:
-        base = self._api(f"/v1/orders/{order_no}/claim")
-        _ok(client.post(base))
-        for attempt in range(CLAIM_ATTEMPTS):
-            payload = self._poll(client, base)
-            if self._add_and_report(client, person, payload["cardList"], cancel_first and attempt == 0, [order_no]):
-                return
-        self._gave_up()
-
-    def _add_and_report(
-        self, client: requests.Session, person: str, card_list: list[dict[str, str]], cancel: bool, numbers: list[str]
-    ) -> bool:
-        """``wx.addCard`` then the result to the api; True once the cards are added."""
-        result = self.fake.add_card(person, self.mp_appid, card_list, cancel=cancel)
-        added = result["errMsg"] == "addCard:ok"
-        posted = {"errMsg": result["errMsg"], "cardList": result["cardList"] if added else card_list}
-        if len(numbers) == 1:
-            _ok(client.post(self._api(f"/v1/orders/{numbers[0]}/claim/result"), json=posted))
-        else:
-            _ok(client.post(self._api("/v1/claims/result"), json={"order_nos": numbers, **posted}))
-        if not added and not cancel:
-            with self._lock:
-                self.report.errors[f"addCard: {result['errMsg']}"] += 1
-            time.sleep(RETRY_PAUSE_S)
-        return added
-
-    def _gave_up(self) -> None:
-        with self._lock:
-            self.report.errors[f"claim gave up after {CLAIM_ATTEMPTS} attempts"] += 1
-
-    def _poll(self, client: requests.Session, url: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            answer = _ok(client.get(url))
-            if answer["status"] == "ready":
-                return answer
-            time.sleep(answer.get("retry_after_ms", 200) / 1000)
-        raise RuntimeError(f"{url} stayed pending")
+        buyers = Buyers(self._api, self.fake, self.mp_appid, self.orders_of, self.report.errors)
+        buyers.claim_all(self.users, halfway=self.rotate_ticket)
 
     def rotate_ticket(self) -> None:
         """WeChat issues a new api_ticket and the old one dies at once (no grace): every payload
         still outstanding must be re-signed before it is served."""
         self.fake.rotate_ticket(self.oa_appid, grace_s=0)
         self.stack.run("credentials", "refresh", "--force", self.oa_appid)
-        self._rotated.set()
 
     # -- gates and checks ------------------------------------------------------------------------
 
@@ -317,14 +234,14 @@ class Demo:
 
         def redeem(code: str) -> None:
             body = {"code": code, "gate": GATES[hash(code) % len(GATES)], "nonce": uuid.uuid4().hex}
-            answers[_ok(self.gate.post(self._api("/v1/redemptions"), json=body))["result"]] += 1
+            answers[ok(self.gate.post(self._api("/v1/redemptions"), json=body))["result"]] += 1
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(redeem, codes))
         if answers["ok"] != len(codes):
             self.report.problems.append(f"redemptions answered {dict(answers)} for {len(codes)} fresh codes")
         again = {"code": codes[0], "gate": "north", "nonce": uuid.uuid4().hex}
-        if _ok(self.gate.post(self._api("/v1/redemptions"), json=again))["result"] != "already_redeemed":
+        if ok(self.gate.post(self._api("/v1/redemptions"), json=again))["result"] != "already_redeemed":
             self.report.problems.append("a second scan of a redeemed code was not refused")
 
     def verify(self) -> None:
@@ -334,11 +251,11 @@ class Demo:
         want = {"redeemed": expected_redeemed, "claimed": self.orders - expected_redeemed}
         if states != want:
             self.report.problems.append(f"final ticket states {states}, expected {want}")
-        queues = _ok(self.admin.get(self._api("/ops/queues")))["queues"]
+        queues = ok(self.admin.get(self._api("/ops/queues")))["queues"]
         dead = {q["name"]: q["dead"] for q in queues if q["dead"]}
         if dead:
             self.report.problems.append(f"dead letters: {dead}")
-        self.report.funnel = _ok(self.admin.get(self._api(f"/v1/events/{self.event_id}/stats")))
+        self.report.funnel = ok(self.admin.get(self._api(f"/v1/events/{self.event_id}/stats")))
         stats = self.fake.stats(self.oa_appid)
         for endpoint, codes in stats.get("errcodes", {}).items():
             for errcode, count in codes.items():
@@ -401,17 +318,3 @@ class Demo:
         """After the checks above: the VIP list's entries redeem tickets the states check counts."""
         self.report.venue = run_venue(self, self._codes()[: HALL_VISITORS + OFFLINE_ENTRIES])
         self.report.problems.extend(self.report.venue.problems)
-
-
-def _retrying(session: requests.Session) -> requests.Session:
-    """Clients retry a 5xx after a short pause, as the Mini Program does (the embedded SQLite
-    refuses a write that raced another one instead of waiting for it)."""
-    retry = Retry(total=5, backoff_factor=0.2, status_forcelist=(500, 502, 503), allowed_methods=None)
-    session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=USER_THREADS))
-    return session
-
-
-def _ok(response: requests.Response) -> Any:
-    if response.status_code >= 400:
-        raise RuntimeError(f"{response.request.method} {response.url} → {response.status_code}: {response.text[:300]}")
-    return response.json() if response.content else None

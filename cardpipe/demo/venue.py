@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import requests
 
+from cardpipe import clock
 from cardpipe.services.checkin import offline_gate
 from models import Direction
 
@@ -97,7 +97,7 @@ def run_venue(demo: DemoApi, codes: list[str]) -> VenueReport:
         report.problems.append(f"hall answers {first, left, refused_then, returned}, expected {expected}")
 
     state = offline_gate.from_snapshot(_ok(vip_offline.get(demo._api("/v1/gate/snapshot"))))
-    local = [offline_gate.scan(state, code, Direction.ENTRY, datetime.now(UTC)).result for code in vip_codes]
+    local = [offline_gate.scan(state, code, Direction.ENTRY, clock.now()).result for code in vip_codes]
     if local != ["ok"] * OFFLINE_ENTRIES:
         report.problems.append(f"the offline gate answered {local}")
     for code in vip_codes[:DOUBLE_ADMITTED]:

@@ -13,7 +13,8 @@ per second on the 2-core benchmark machine), so :class:`ClaimPollFastPath`, a sm
 in front of the app, answers the poll itself. The FastAPI route of the same path
 (``cardpipe.routes.miniprogram``) stays: it documents the endpoint in the OpenAPI schema and answers
 what this layer declines (an order number that is not one, for FastAPI's 422). Both go through
-:func:`poll_answer`.
+:func:`poll_answer`. What the claims are (cached or rebuilt) is ``cardpipe.services.claim_answers``;
+this module is the HTTP around it.
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ import json
 import re
 from dataclasses import dataclass
 
-from fastapi.concurrency import run_in_threadpool
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cardpipe.credentials import StoredCredential
-from cardpipe.db import session_scope
-from cardpipe.runtime import async_redis_client, credential_store, redis_client
-from cardpipe.services import claim_cache, claims, miniprogram_sessions, outbox
+from cardpipe.runtime import async_redis_client
+from cardpipe.services import claim_answers, claim_ownership, claim_payload, miniprogram_sessions
 from cardpipe.services.claim_cache import CachedClaim
-from cardpipe.services.claims import ClaimStatus, OrderRef
+from cardpipe.services.claim_payload import ClaimStatus
 from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from cardpipe.services.poll_tally import PollTally
 from wechat.errors import WeChatError
@@ -42,7 +40,7 @@ from workers.preissue import issue_orders
 #: An order number as the path carries it: printable ASCII but ``/``, at most 64 characters.
 ORDER_NO_PATTERN = r"^[!-.0-~]{1,64}$"
 POLL_PATH = re.compile(r"^/v1/orders/([!-.0-~]{1,64})/claim$")
-RETRY_AFTER_S = str(max(1, claims.RETRY_AFTER_MS // 1000))
+RETRY_AFTER_S = str(max(1, claim_payload.RETRY_AFTER_MS // 1000))
 #: This process's poll count, for ``/metrics``.
 POLLS = PollTally()
 
@@ -67,66 +65,14 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def request_issue(to_issue: list[tuple[int, int]]) -> None:
-    """Queue the just-in-time issue of orders that were not pre-issued (pre-issue's idempotent
-    ``issue_orders``), through the outbox, at most once per order in ``claim_cache.JIT_RESEND_S``
-    (every time while Redis is away: the outbox keeps them until it is back)."""
-    wanted = [[event_id, [order_id]] for event_id, order_id in to_issue if _first_issue_request(order_id)]
-    if wanted:
-        with session_scope() as session:
-            intents = outbox.add_many(session, issue_orders.actor_name, wanted)
-        flush(intents)
-
-
-def _first_issue_request(order_id: int) -> bool:
-    try:
-        return claim_cache.first_issue_request(redis_client(), order_id)
-    except RedisError:
-        return True
-
-
-def card_ticket(appid: str) -> StoredCredential:
-    """The account's card ticket, from the database while Redis is away (see
-    :func:`claims.card_ticket_even_without_redis`)."""
-    return claims.card_ticket_even_without_redis(credential_store(), appid)
-
-
-def rebuild(refs: list[OrderRef]) -> dict[str, CachedClaim]:
-    """Build one caller's claims from the database and cache them (order number → claim). Raises
-    ``claims.UnknownOrders``, building nothing, if the caller lacks any of the orders. With Redis
-    away the claims are built and served, not cached."""
-    redis = redis_client()
-    try:
-        seen: list[bytes] | None = claim_cache.generations(redis, [ref.cache_key for ref in refs])
-    except RedisError:
-        seen = None
-    with session_scope() as session:
-        built = claims.build_claims(session, refs, card_ticket=card_ticket)
-    to_issue = [order for answer in built.values() for order in answer.to_issue]
-    if seen is not None:
-        try:
-            for ref, generation in zip(refs, seen, strict=True):
-                if (answer := built.get(ref.order_no)) is not None:
-                    claim_cache.store_if_current(redis, ref.cache_key, answer.claim, generation, answer.ttl_ms)
-        except RedisError:
-            pass  # served from the database this time
-    request_issue(to_issue)
-    return {order_no: answer.claim for order_no, answer in built.items()}
+    """Queue the just-in-time issue of orders that were not pre-issued (``workers.preissue.issue_orders``)."""
+    claim_answers.request_issue(to_issue, issue_actor=issue_orders.actor_name, send=flush)
 
 
 async def current_claims(session: MpSession, order_nos: list[str]) -> dict[str, CachedClaim]:
-    """The claims of the caller's orders: cached records where they may be served, the rest
-    rebuilt (re-signed if stale) in a worker thread. Raises ``claims.UnknownOrders`` if the caller
-    lacks one, ``WeChatError`` if a re-sign needed a card ticket WeChat would not give."""
-    refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
-    try:
-        cached = await claim_cache.read_many(async_redis_client(), [ref.cache_key for ref in refs], session.oa_appid)
-    except RedisError:
-        cached = [None] * len(refs)  # Redis away: answer from the database
-    answers = {ref.order_no: claim for ref, claim in zip(refs, cached, strict=True) if claim is not None}
-    missing = [ref for ref in refs if ref.order_no not in answers]
-    if missing:
-        answers.update(await run_in_threadpool(rebuild, missing))
-    return answers
+    """The claims of the caller's orders (:func:`claim_answers.current_claims`), with the
+    just-in-time issue queued through this process's outbox flush."""
+    return await claim_answers.current_claims(session, order_nos, issue_actor=issue_orders.actor_name, send=flush)
 
 
 def _not_modified(if_none_match: str, etag: str) -> bool:
@@ -144,7 +90,7 @@ async def poll_answer(authorization: str | None, order_no: str, if_none_match: s
         return _error(401, str(exc), **{"www-authenticate": "Bearer"})
     try:
         claim = (await current_claims(session, [order_no]))[order_no]
-    except claims.UnknownOrders:
+    except claim_ownership.UnknownOrders:
         return _error(404, "no such order")
     except WeChatError as exc:
         detail = f"WeChat did not answer usefully (errcode {exc.errcode}); retry shortly"

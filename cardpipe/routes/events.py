@@ -22,7 +22,8 @@ from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Unprocessable
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, order_import, outbox, preissue
+from cardpipe.services import events, order_file, order_import
+from cardpipe.services.preissue import PreissueError, tracking
 from models import CodeMode, Event, MiniProgram, OfficialAccount
 from models.event import UNAMBIGUOUS_ALPHABET
 from wechat.errors import ConfigurationError, WeChatError
@@ -36,11 +37,11 @@ IMPORT_PATH_PATTERN = r"/v1/admin/events/[^/]+/orders"
 APPID = Field(pattern=r"^wx[0-9A-Za-z]{6,30}$", description="WeChat appid (wx…)")
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such event"}}
 FORMATS = {
-    "text/csv": order_import.ImportFormat.CSV,
-    "application/csv": order_import.ImportFormat.CSV,
-    "application/x-ndjson": order_import.ImportFormat.JSONL,
-    "application/jsonl": order_import.ImportFormat.JSONL,
-    "application/x-jsonlines": order_import.ImportFormat.JSONL,
+    "text/csv": order_file.ImportFormat.CSV,
+    "application/csv": order_file.ImportFormat.CSV,
+    "application/x-ndjson": order_file.ImportFormat.JSONL,
+    "application/jsonl": order_file.ImportFormat.JSONL,
+    "application/x-jsonlines": order_file.ImportFormat.JSONL,
 }
 
 
@@ -94,7 +95,7 @@ class ImportRejectedOut(BaseModel):
 
     detail: str | list[FieldError]
     errors: list[LineErrorOut] = Field(
-        default_factory=list, description=f"The first {order_import.MAX_REPORTED} problems"
+        default_factory=list, description=f"The first {order_file.MAX_REPORTED} problems"
     )
     total: int = 0
 
@@ -198,7 +199,7 @@ def get_event(event_id: EventId) -> EventOut:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
-def _import_format(request: Request, given: order_import.ImportFormat | None) -> order_import.ImportFormat:
+def _import_format(request: Request, given: order_file.ImportFormat | None) -> order_file.ImportFormat:
     if given is not None:
         return given
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -212,7 +213,7 @@ def _import_format(request: Request, given: order_import.ImportFormat | None) ->
 
 
 def _import_file(
-    event_id: int, upload: IO[bytes], fmt: order_import.ImportFormat, reject_conflicts: bool
+    event_id: int, upload: IO[bytes], fmt: order_file.ImportFormat, reject_conflicts: bool
 ) -> order_import.ImportReport:
     with session_scope() as session:
         return order_import.import_orders(session, event_id, upload, fmt, reject_conflicts=reject_conflicts)
@@ -239,7 +240,7 @@ def _import_file(
 async def import_orders(
     event_id: EventId,
     request: Request,
-    fmt: Annotated[order_import.ImportFormat | None, Query(alias="format")] = None,
+    fmt: Annotated[order_file.ImportFormat | None, Query(alias="format")] = None,
     reject_conflicts: bool = Query(False, description="Reject the whole import if any order conflicts"),
 ) -> ImportOut | JSONResponse:
     """Import orders: CSV with a header (order_no, openid, unionid (optional), ticket_count,
@@ -260,7 +261,7 @@ async def import_orders(
             report = await run_in_threadpool(_import_file, event_id, upload, chosen, reject_conflicts)
         except events.UnknownEvent as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        except order_import.ImportRejected as exc:
+        except order_file.ImportRejected as exc:
             body = ImportRejectedOut(
                 detail=str(exc),
                 errors=[LineErrorOut(line=e.line, reason=e.reason) for e in exc.errors],
@@ -287,12 +288,10 @@ def start_preissue(event_id: EventId) -> PreissueStartedOut:
     """Mark the event pre-issuing and queue the planner; progress is at ``progress_url``."""
     try:
         with session_scope() as session:
-            event = preissue.start_preissue(session, event_id)
-            state = event.state
-            planner = outbox.add(session, plan_preissue.actor_name, event_id)
+            state, planner = tracking.start_and_queue_planner(session, event_id, planner_actor=plan_preissue.actor_name)
     except events.UnknownEvent as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except preissue.PreissueError as exc:
+    except PreissueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     flush([planner])
     return PreissueStartedOut(event_id=event_id, state=state, progress_url=f"{router.prefix}/{event_id}/progress")
@@ -305,7 +304,7 @@ def preissue_progress(
 ) -> ProgressOut:
     try:
         with session_scope() as session:
-            progress = preissue.preissue_progress(session, event_id, by_state=by_state)
+            progress = tracking.preissue_progress(session, event_id, by_state=by_state)
     except events.UnknownEvent as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return ProgressOut.model_validate(progress, from_attributes=True)

@@ -19,19 +19,21 @@ from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import authenticates
-from cardpipe.routes.claim_poll import (
-    ORDER_NO_PATTERN,
-    RETRY_AFTER_S,
-    card_ticket,
-    current_claims,
-    poll_answer,
-    request_issue,
-)
+from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
 from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import redis_client
-from cardpipe.services import claim_results, claims, login_limits, miniprogram_sessions, result_intake
+from cardpipe.services import (
+    claim_ownership,
+    claim_payload,
+    claim_results,
+    login_limits,
+    miniprogram_sessions,
+    result_intake,
+)
+from cardpipe.services.claim_answers import card_ticket
+from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.claim_payload import ClaimStatus
 from cardpipe.services.claim_results import AddCardResult
-from cardpipe.services.claims import ClaimStatus, OrderRef
 from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from cardpipe.settings import get_settings
 from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
@@ -229,12 +231,12 @@ def request_claim(order_no: OrderNo, session: CurrentSession) -> ClaimRequested:
     """Idempotent: queue whatever the order still needs (a just-in-time issue), then poll."""
     ref = OrderRef(session.mp_appid, session.openid, order_no)
     with session_scope() as db:
-        orders = claims.owned_orders(db, ref)
+        orders = claim_ownership.owned_orders(db, ref)
         if not orders:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
-        to_issue = claims.orders_to_issue(db, orders)
+        to_issue = claim_ownership.orders_to_issue(db, orders)
     request_issue(to_issue)
-    return ClaimRequested(order_no=order_no, poll_url=_poll_url(order_no), retry_after_ms=claims.RETRY_AFTER_MS)
+    return ClaimRequested(order_no=order_no, poll_url=_poll_url(order_no), retry_after_ms=claim_payload.RETRY_AFTER_MS)
 
 
 @router.get(
@@ -285,7 +287,7 @@ def _accept_result(session: MpSession, order_nos: list[str], result: AddCardResu
     refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
     try:
         return result_intake.receive(refs, result, _RESULT_PORTS, oa_appid=session.oa_appid)
-    except claims.UnknownOrders as exc:
+    except claim_ownership.UnknownOrders as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except WeChatError as exc:
         raise _wechat_unavailable(exc) from None
@@ -319,7 +321,7 @@ def cards_of_order(order_no: OrderNo, session: CurrentSession) -> CardsInPackage
     """The order's tickets that are in the caller's WeChat card package (claimed or redeemed),
     with their real codes: the `cardList` for `wx.openCard`, to show a ticket after adding it."""
     with session_scope() as db:
-        cards = claims.cards_in_package(db, OrderRef(session.mp_appid, session.openid, order_no))
+        cards = claim_payload.cards_in_package(db, OrderRef(session.mp_appid, session.openid, order_no))
     if cards is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
     return CardsInPackage(
@@ -343,7 +345,7 @@ async def claim_orders(body: BatchClaimIn, session: CurrentSession) -> BatchClai
     order_nos = list(dict.fromkeys(body.order_nos))
     try:
         answers = await current_claims(session, order_nos)
-    except claims.UnknownOrders as exc:
+    except claim_ownership.UnknownOrders as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except WeChatError as exc:
         raise _wechat_unavailable(exc) from None
@@ -354,7 +356,7 @@ async def claim_orders(body: BatchClaimIn, session: CurrentSession) -> BatchClai
         return BatchClaim(status=ClaimStatus.READY, cardList=card_list, orders=statuses)
     if any(answer.status == ClaimStatus.PENDING for answer in statuses):
         return BatchClaim(
-            status=ClaimStatus.PENDING, cardList=[], orders=statuses, retry_after_ms=claims.RETRY_AFTER_MS
+            status=ClaimStatus.PENDING, cardList=[], orders=statuses, retry_after_ms=claim_payload.RETRY_AFTER_MS
         )
     return BatchClaim(status=ClaimStatus.DONE, cardList=[], orders=statuses)
 

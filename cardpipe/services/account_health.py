@@ -11,11 +11,12 @@ appears or changes, and when the account recovers. Registering new secrets clear
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from models import OfficialAccount
 from wechat.errors import ConfigurationError
 
@@ -35,7 +36,7 @@ def describe(error: ConfigurationError) -> str:
 
 def healthy_appids(session: Session, *, now: datetime | None = None) -> list[str]:
     """Accounts whose credential work may run now (no configuration error, or its backoff is over)."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     return list(
         session.scalars(
             select(OfficialAccount.appid)
@@ -47,12 +48,12 @@ def healthy_appids(session: Session, *, now: datetime | None = None) -> list[str
 
 def backing_off(session: Session, appid: str, *, now: datetime | None = None) -> bool:
     retry_at = session.scalar(select(OfficialAccount.config_retry_at).where(OfficialAccount.appid == appid))
-    return retry_at is not None and retry_at > (now or datetime.now(UTC))
+    return retry_at is not None and retry_at > (now or clock.now())
 
 
 def record_failure(session: Session, appid: str, error: ConfigurationError, *, now: datetime | None = None) -> None:
     """One more configuration failure: back off further; log only if the error is new."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     account = session.scalars(
         select(OfficialAccount).where(OfficialAccount.appid == appid).with_for_update()
     ).one_or_none()

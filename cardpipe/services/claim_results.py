@@ -23,10 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cardpipe.credentials import StoredCredential
-from cardpipe.services import claims, inbox
+from cardpipe.services import claim_ownership, claims, inbox, resign
 from cardpipe.services.claim_cache import record_key
-from cardpipe.services.claims import ClaimOutcome, OrderRef, Signal
-from models import InboxSource, Ticket
+from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.claims import ClaimOutcome, Signal
+from models import RECEIVED_STATES, InboxSource, Ticket
 from wechat.errors import BusinessError
 
 ADD_CARD_OK = "addCard:ok"
@@ -124,10 +125,10 @@ def accept(
     card_ticket: Callable[[str], StoredCredential],
 ) -> Accepted:
     """Store the result of the claim of ``refs`` (one caller's orders) and re-sign what it spent.
-    Raises ``claims.UnknownOrders``, storing nothing, if the caller lacks any of the orders."""
-    orders = claims.all_owned_orders(session, refs)
+    Raises ``claim_ownership.UnknownOrders``, storing nothing, if the caller lacks any of the orders."""
+    orders = claim_ownership.all_owned_orders(session, refs)
     order_ids = [o.id for o in orders]
-    spent = spent_nonces(result, claims.outstanding_nonces(session, order_ids))
+    spent = spent_nonces(result, resign.outstanding_nonces(session, order_ids))
     stored = StoredResult(
         mp_appid=refs[0].mp_appid,
         openid=refs[0].openid,
@@ -148,7 +149,7 @@ def accept(
     )
     resigned: list[int] = []
     if inbox_id is not None and current is not None:
-        resigned = claims.resign_spent(session, spent, api_ticket=current.value, version=current.version)
+        resigned = resign.resign_spent(session, spent, api_ticket=current.value, version=current.version)
     return Accepted(inbox_id=inbox_id, duplicate=inbox_id is None, resigned_orders=resigned)
 
 
@@ -157,7 +158,7 @@ def own_tickets(session: Session, order_ids: Collection[int]) -> dict[int, bool]
     rows = session.execute(
         select(Ticket.id, Ticket.confirmed_by_wechat, Ticket.state).where(Ticket.order_id.in_(order_ids))
     ).all()
-    return {ticket_id: bool(by_wechat) and state in claims.PAST_CLAIM for ticket_id, by_wechat, state in rows}
+    return {ticket_id: bool(by_wechat) and state in RECEIVED_STATES for ticket_id, by_wechat, state in rows}
 
 
 def awaits_push(stored: StoredResult, own: dict[int, bool]) -> bool:
@@ -224,6 +225,6 @@ def apply(
             applied.orders.update(stored.order_ids)
     if current is not None:
         applied.orders.update(
-            claims.resign_spent(session, stored.spent, api_ticket=current.value, version=current.version)
+            resign.resign_spent(session, stored.spent, api_ticket=current.value, version=current.version)
         )
     return applied

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.credentials import stats_key
 from models import Event, OfficialAccount, Order, Ticket, TicketState
 
@@ -56,7 +57,7 @@ def event_funnel(session: Session, redis: Redis, event_id: int, *, now: datetime
     event = session.get(Event, event_id)
     if event is None:
         raise UnknownEvent(f"no event {event_id}")
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     orders, tickets_ordered = session.execute(
         select(func.count(), func.coalesce(func.sum(Order.ticket_count), 0)).where(Order.event_id == event_id)
     ).one()

@@ -8,12 +8,13 @@ and marks the row processed in the same transaction, so a message run twice find
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, String, cast, exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.db import session_scope
 from models import InboxItem, InboxSource, OutboxMessage
 
@@ -42,7 +43,7 @@ def store(
             dedupe_key=dedupe_key,
             payload=payload,
             official_account_id=official_account_id,
-            received_at=datetime.now(UTC),
+            received_at=clock.now(),
             attempts=0,
         )
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
@@ -130,7 +131,7 @@ def mark_processed_many(session: Session, notes: dict[int, str | None]) -> None:
         session.execute(
             update(InboxItem)
             .where(InboxItem.id.in_(plain), InboxItem.processed_at.is_(None))
-            .values(processed_at=datetime.now(UTC), attempts=InboxItem.attempts + 1)
+            .values(processed_at=clock.now(), attempts=InboxItem.attempts + 1)
             .execution_options(synchronize_session=False)
         )
     for inbox_id, note in notes.items():
@@ -140,7 +141,7 @@ def mark_processed_many(session: Session, notes: dict[int, str | None]) -> None:
 
 def mark_processed(session: Session, inbox_id: int, *, note: str | None = None) -> None:
     """Done. ``note`` records why a row was done without effect (unknown ticket, bad code…)."""
-    values: dict[str, object] = {"processed_at": datetime.now(UTC), "attempts": InboxItem.attempts + 1}
+    values: dict[str, object] = {"processed_at": clock.now(), "attempts": InboxItem.attempts + 1}
     if note is not None:
         values["last_error"] = note[:MAX_ERROR_LENGTH]
     session.execute(
@@ -168,7 +169,7 @@ def stale_unprocessed(
 ) -> list[int]:
     """Ids of rows of ``source`` still unprocessed after ``older_than_s`` and tried fewer than
     ``max_attempts`` times: their message was lost or is failing; the sweeper sends them again."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    cutoff = clock.now() - timedelta(seconds=older_than_s)
     return list(
         session.scalars(
             select(InboxItem.id)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from models import OutboxMessage
 
 Executor = Session | Connection
@@ -48,7 +49,7 @@ def add_many(executor: Executor, actor: str, arg_lists: Sequence[Sequence[Any]])
     """One intent per argument list, in one round trip, in the same order."""
     if not arg_lists:
         return []
-    now = datetime.now(UTC)
+    now = clock.now()
     rows = [{"actor": actor, "args": json.dumps(list(args)), "created_at": now} for args in arg_lists]
     result = executor.execute(insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), rows)
     return [Intent(intent_id, actor, list(args)) for intent_id, args in zip(result.scalars(), arg_lists, strict=True)]
@@ -57,7 +58,7 @@ def add_many(executor: Executor, actor: str, arg_lists: Sequence[Sequence[Any]])
 def take_unsent(session: Session, *, older_than_s: float, limit: int = 500) -> list[Intent]:
     """Unsent intents at least ``older_than_s`` old (younger ones are still their writer's to
     send), oldest first, locked for this transaction; those another relay holds are skipped."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    cutoff = clock.now() - timedelta(seconds=older_than_s)
     query = (
         select(OutboxMessage.id, OutboxMessage.actor, OutboxMessage.args)
         .where(OutboxMessage.sent_at.is_(None), OutboxMessage.created_at <= cutoff)
@@ -73,7 +74,7 @@ def mark_sent(executor: Executor, ids: Sequence[int]) -> None:
         executor.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(list(ids)), OutboxMessage.sent_at.is_(None))
-            .values(sent_at=datetime.now(UTC))
+            .values(sent_at=clock.now())
             .execution_options(synchronize_session=False)
         )
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from cardpipe.services import card_audit, claims, inbox, tenancy
+from cardpipe.services import card_audit, claim_ownership, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.redemptions import record_wechat_consume
 from models import Ticket
@@ -187,7 +187,7 @@ def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained
         notes[inbox_id] = handled.note
         orders.update(handled.orders)
     inbox.mark_processed_many(session, notes)
-    return Drained(list(notes), claims.cache_keys(session, orders))
+    return Drained(list(notes), claim_ownership.cache_keys(session, orders))
 
 
 def apply_push(session: Session, inbox_id: int) -> list[str] | None:
@@ -199,4 +199,4 @@ def apply_push(session: Session, inbox_id: int) -> list[str] | None:
     payload, official_account_id = taken
     handled = handle(session, parse_event(payload), official_account_id=official_account_id)
     inbox.mark_processed(session, inbox_id, note=handled.note)
-    return claims.cache_keys(session, handled.orders)
+    return claim_ownership.cache_keys(session, handled.orders)

@@ -12,12 +12,13 @@ by the inbox sweep (they would be refused by the window anyway).
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from models import PushNonce
 from wechat.errors import SignatureError
 
@@ -58,7 +59,7 @@ def check_not_replayed(
             timestamp=timestamp,
             nonce=nonce,
             body_sha256=digest,
-            received_at=datetime.now(UTC),
+            received_at=clock.now(),
         )
         .on_conflict_do_nothing()
         .returning(PushNonce.body_sha256)
@@ -78,6 +79,6 @@ def check_not_replayed(
 
 def prune(session: Session, *, older_than_s: float) -> int:
     """Forget pairs received more than ``older_than_s`` ago; returns how many."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    cutoff = clock.now() - timedelta(seconds=older_than_s)
     result = session.execute(delete(PushNonce).where(PushNonce.received_at < cutoff))
     return int(result.rowcount)  # type: ignore[attr-defined]

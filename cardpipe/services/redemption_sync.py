@@ -30,11 +30,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.db import session_scope
 from cardpipe.services.redemptions import mark_consume_disagrees
 from models import ConsumeSync, Event, OfficialAccount, Redemption, Revocation, Ticket
@@ -55,10 +56,6 @@ _CODE_REFUSED = frozenset({40056, 40116, 40127})
 UNKNOWN_CODE = "UNKNOWN_CODE"
 
 ApiFor = Callable[[str], CardApi]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +107,7 @@ def _start_consume(redemption_id: int) -> _Target | None:
         ).one_or_none()
         if row is None:
             return None
-        session.execute(update(Redemption).where(Redemption.id == redemption_id).values(sync_attempted_at=_now()))
+        session.execute(update(Redemption).where(Redemption.id == redemption_id).values(sync_attempted_at=clock.now()))
         return _Target(row.id, row.appid, row.card_id or "", row.code)
 
 
@@ -136,7 +133,7 @@ def _send_consume(api: CardApi, target: _Target) -> ConsumeSync:
         session.execute(
             update(Redemption)
             .where(Redemption.id == target.row_id, Redemption.consume_sync == ConsumeSync.PENDING)
-            .values(consume_sync=ConsumeSync.DONE, consumed_at=_now())
+            .values(consume_sync=ConsumeSync.DONE, consumed_at=clock.now())
         )
     return ConsumeSync.DONE
 
@@ -163,7 +160,7 @@ def _settle_consumed(redemption_id: int, otherwise: str) -> ConsumeSync:
             session.execute(
                 update(Redemption)
                 .where(Redemption.id == redemption_id, Redemption.consume_sync == ConsumeSync.PENDING)
-                .values(consume_sync=ConsumeSync.DONE, consumed_at=_now())
+                .values(consume_sync=ConsumeSync.DONE, consumed_at=clock.now())
             )
             return ConsumeSync.DONE
         mark_consume_disagrees(session, redemption_id, otherwise)
@@ -223,13 +220,13 @@ def _start_revocation(ticket_id: int) -> _Target | None:
             session.execute(
                 update(Revocation)
                 .where(Revocation.id == row.id)
-                .values(wechat_sync=ConsumeSync.NOT_NEEDED, detail="no code was ever known", synced_at=_now())
+                .values(wechat_sync=ConsumeSync.NOT_NEEDED, detail="no code was ever known", synced_at=clock.now())
             )
             return None
         session.execute(
             update(Revocation)
             .where(Revocation.id == row.id)
-            .values(attempts=Revocation.attempts + 1, sync_attempted_at=_now())
+            .values(attempts=Revocation.attempts + 1, sync_attempted_at=clock.now())
         )
         return _Target(row.id, row.appid, row.card_id, row.code, row.reason)
 
@@ -239,7 +236,7 @@ def _finish_revocation(revocation_id: int, outcome: ConsumeSync, detail: str) ->
         session.execute(
             update(Revocation)
             .where(Revocation.id == revocation_id, Revocation.wechat_sync == ConsumeSync.PENDING)
-            .values(wechat_sync=outcome, detail=detail, synced_at=_now())
+            .values(wechat_sync=outcome, detail=detail, synced_at=clock.now())
         )
     if outcome == ConsumeSync.DISAGREES:
         log.warning("revocation %d disagrees with WeChat: %s", revocation_id, detail)
@@ -252,7 +249,7 @@ def _finish_revocation(revocation_id: int, outcome: ConsumeSync, detail: str) ->
 def unsynced(session: Session, *, idle_for: timedelta, limit: int = 1000) -> tuple[list[int], list[int]]:
     """Redemption ids and ticket ids (of revocations) still ``pending`` that no worker has looked
     at for ``idle_for``: their message was lost (the database, not the queue, is the truth)."""
-    cutoff = _now() - idle_for
+    cutoff = clock.now() - idle_for
     redemptions = session.scalars(
         select(Redemption.id)
         .where(

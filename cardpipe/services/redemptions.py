@@ -26,7 +26,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.db import session_scope
 from cardpipe.services import outbox
 from cardpipe.services.checkin import admission
@@ -142,10 +143,6 @@ _MESSAGES = {
     RedemptionResult.CAPACITY_FULL: "the venue is full: wait until someone exits",
     RedemptionResult.NOT_ON_LIST: "the list does not admit this ticket's class",
 }
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def result_of(state: str) -> RedemptionResult:
@@ -263,7 +260,7 @@ def redeem(session: Session, scan: Scan, *, now: datetime | None = None) -> Answ
     stored = conn.execute(_STORED, {"nonce": scan.nonce}).one_or_none()
     if stored is not None:
         return _replay(conn, stored, scan)
-    now = now or now_utc()
+    now = now or clock.now()
     ticket = _locked_ticket(conn, scan)
     if ticket is None:
         return _record(conn, scan, None, RedemptionResult.INVALID, now, event_id=_gate_event_id(conn, scan))
@@ -446,7 +443,7 @@ def record_wechat_consume(
         conn.execute(
             update(_tickets)
             .where(_tickets.c.id == ticket.id, _tickets.c.state.in_(_IN_HOLDERS_HANDS))
-            .values(state=TicketState.REDEEMED, redeemed_at=at, updated_at=now_utc())
+            .values(state=TicketState.REDEEMED, redeemed_at=at, updated_at=clock.now())
         )
         detail = f"{where} before any gate let it in"
         if ticket.state != TicketState.CLAIMED:
@@ -497,7 +494,7 @@ def _record_wechat_row(
             "detail": detail,
             "consume_sync": ConsumeSync.DISAGREES,
             "consumed_at": at,
-            "created_at": now_utc(),
+            "created_at": clock.now(),
         },
     )
     log.warning("redemption disagreement on card %s code %s: %s", card_id, code, detail)

@@ -7,22 +7,23 @@ twice, or racing a claim, changes nothing that is already current or already cla
 Writes are set-based: one SELECT and one UPDATE per batch, whatever its size. On PostgreSQL the
 new payloads travel as one JSON document joined with ``json_to_recordset`` (binding thousands of
 array elements is slower than signing them); SQLite, for the embedded demo, gets an executemany.
+
+:func:`resign_spent` is the per-row re-sign: the tickets whose (timestamp, nonce) a cancelled or
+failed ``wx.addCard`` used up, each guarded by the nonce it replaces.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Row, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.ticket_signing import sign_card_ext
-from models import Event, Ticket, TicketState
-
-OUTSTANDING = (TicketState.READY, TicketState.SERVED)
+from models import CLAIMABLE_STATES, Event, Ticket
 
 _POSTGRES_UPDATE = text(
     """
@@ -36,7 +37,7 @@ _POSTGRES_UPDATE = text(
 
 
 def _stale(version: int) -> Any:
-    return Ticket.state.in_(OUTSTANDING) & (Ticket.ticket_version < version)
+    return Ticket.state.in_(CLAIMABLE_STATES) & (Ticket.ticket_version < version)
 
 
 def resign_tickets(session: Session, ticket_ids: Sequence[int], *, api_ticket: str, version: int) -> int:
@@ -90,7 +91,7 @@ def stale_count(session: Session, official_account_id: int, version: int) -> int
 def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, version: int) -> int:
     if not rows:
         return 0
-    now = datetime.now(UTC)
+    now = clock.now()
     signed = []
     for ticket_id, card_id, code in rows:
         ext = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
@@ -104,7 +105,7 @@ def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, versi
         .where(
             table.c.id == bindparam("ticket_id"),
             # Not IN (…): an expanding parameter cannot go into an executemany.
-            or_(*(table.c.state == state for state in OUTSTANDING)),
+            or_(*(table.c.state == state for state in CLAIMABLE_STATES)),
             table.c.ticket_version < version,
         )
         .values(
@@ -118,3 +119,49 @@ def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, versi
     )
     params = [{"ticket_id": s["id"], "card_ext": s["card_ext"], "nonce": s["nonce"], "ts": s["ts"]} for s in signed]
     return int(session.execute(statement, params).rowcount)  # type: ignore[attr-defined]
+
+
+def resign_spent(session: Session, spent: Mapping[int, str], *, api_ticket: str, version: int) -> list[int]:
+    """A fresh nonce and timestamp for each outstanding ticket whose current nonce is the one
+    given (WeChat refuses a (timestamp, nonce) pair a cancelled or failed addCard used). Guarded by
+    that nonce, so repeating it, or racing a rotation re-sign, re-signs nothing twice. Returns
+    the orders of the tickets re-signed."""
+    if not spent:
+        return []
+    rows = session.execute(
+        select(Ticket.id, Ticket.order_id, Ticket.card_id, Ticket.code, Ticket.nonce).where(
+            Ticket.id.in_(spent), Ticket.state.in_(CLAIMABLE_STATES)
+        )
+    ).all()
+    orders: list[int] = []
+    for ticket_id, order_id, card_id, code, nonce in rows:
+        if nonce != spent[ticket_id]:
+            continue
+        signed = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
+        now = clock.now()
+        result = session.execute(
+            update(Ticket)
+            .where(Ticket.id == ticket_id, Ticket.nonce == nonce, Ticket.state.in_(CLAIMABLE_STATES))
+            .values(
+                card_ext=signed.card_ext,
+                nonce=signed.nonce,
+                timestamp=signed.timestamp,
+                ticket_version=version,
+                signed_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:
+            orders.append(order_id)
+    return orders
+
+
+def outstanding_nonces(session: Session, order_ids: Collection[int]) -> dict[int, str]:
+    """ticket id → current nonce of the orders' outstanding tickets (what a client holds now)."""
+    rows = session.execute(
+        select(Ticket.id, Ticket.nonce).where(
+            Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE_STATES), Ticket.nonce.is_not(None)
+        )
+    ).all()
+    return {ticket_id: nonce for ticket_id, nonce in rows}

@@ -18,10 +18,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.credentials import StoredCredential
 from cardpipe.outbound import Deferred
 from cardpipe.services import inbox
@@ -54,7 +54,7 @@ def apply_ready(
     rows already passed on to the actor ``passed_to`` are not taken."""
     drained = ResultsDrained()
     notes: dict[int, str | None] = {}
-    now = datetime.now(UTC)
+    now = clock.now()
     taken = [
         (inbox_id, StoredResult.model_validate_json(payload), received_at)
         for inbox_id, payload, received_at in inbox.take_results(
@@ -93,7 +93,7 @@ def apply_one(session: Session, inbox_id: int, ports: WeChatPorts, *, grace_s: f
     payload, received_at = taken
     stored = StoredResult.model_validate_json(payload)
     own = own_tickets(session, stored.order_ids)
-    grace_left_s = grace_s - (datetime.now(UTC) - received_at).total_seconds()
+    grace_left_s = grace_s - (clock.now() - received_at).total_seconds()
     if grace_left_s > 0 and awaits_push(stored, own):
         raise Deferred("waiting for WeChat's user_get_card push", time.time() + grace_left_s)
     applied = apply(session, stored, decrypt=ports.decrypt(stored.oa_appid), card_ticket=ports.card_ticket, own=own)

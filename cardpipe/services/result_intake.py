@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import session_scope
 from cardpipe.services import claim_cache, claim_results, outbox
+from cardpipe.services.claim_ownership import OrderRef
 from cardpipe.services.claim_results import Accepted, AddCardResult
-from cardpipe.services.claims import OrderRef
 from cardpipe.services.outbox import Intent
 from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
 
@@ -44,7 +44,7 @@ class ResultPorts:
 def receive(refs: Sequence[OrderRef], result: AddCardResult, ports: ResultPorts, *, oa_appid: str) -> Accepted:
     """Accept the result of the claim of ``refs`` (one caller's orders, of a mini program linked
     to official account ``oa_appid``) and queue what follows.
-    Raises ``claims.UnknownOrders`` (storing nothing) if the caller lacks any of the orders, and
+    Raises ``claim_ownership.UnknownOrders`` (storing nothing) if the caller lacks any of the orders, and
     WeChat's errors if the card ticket a re-sign needs cannot be had."""
     intents: list[Intent] = []
     cache_keys = [ref.cache_key for ref in refs]

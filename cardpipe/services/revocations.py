@@ -11,8 +11,9 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.db import session_scope
-from cardpipe.services.redemptions import TICKET_COLUMNS, now_utc, queue_quietly
+from cardpipe.services.redemptions import TICKET_COLUMNS, queue_quietly
 from models import ConsumeSync, Revocation, Ticket, TicketState
 
 REVOCABLE_STATES = (TicketState.PENDING, TicketState.READY, TicketState.SERVED, TicketState.CLAIMED)
@@ -45,7 +46,7 @@ def revoke(session: Session, ticket_id: int, reason: str = "", *, now: datetime 
     """Take a ticket back (no commit): later scans answer ``revoked``. A ticket that may be in
     WeChat (served or claimed) gets its code made unavailable there, queued by the caller.
     Revoking a revoked ticket answers the first revocation and changes nothing."""
-    now = now or now_utc()
+    now = now or clock.now()
     ticket = session.execute(TICKET_COLUMNS.where(Ticket.id == ticket_id).with_for_update()).one_or_none()
     if ticket is None:
         raise TicketNotFound(f"no ticket {ticket_id}")

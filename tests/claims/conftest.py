@@ -1,6 +1,6 @@
 """Fixtures for the claim flow: the real app under uvicorn, an event whose card lives in the fake
 WeChat with pushes aimed at that app, in-process workers, and buyers who log in through the fake.
-Tickets are pre-issued by the service's ``preissue.issue_orders``.
+Tickets are pre-issued by the service's ``issue_orders``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from api import create_app
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import preissue
+from cardpipe.services.preissue.issue import issue_orders
 from models import Event, InboxItem, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 from tests.live_server import serve
 from tests.waiting import wait_until
@@ -84,9 +84,9 @@ class Launch:
         return buyer
 
     def issue(self, order_ids: list[int]) -> None:
-        """Pre-issue the orders' tickets (``preissue.issue_orders``: signed, ``ready``)."""
+        """Pre-issue the orders' tickets (``issue_orders``: signed, ``ready``)."""
         with session_scope() as session:
-            preissue.issue_orders(session, self.event_id, order_ids, card_ticket=credential_store().card_ticket)
+            issue_orders(session, self.event_id, order_ids, card_ticket=credential_store().card_ticket)
 
     # --- the mini program ---------------------------------------------------------------
 
@@ -189,7 +189,7 @@ def make_launch(world: World, fake: FakeWeChatControl, api: str, *, safe_mode: b
 
 @pytest.fixture
 def launch(
-    cardpipe_world: World, fake: FakeWeChatControl, api_url: str, stub_worker: dramatiq.Worker
+    cardpipe_world: World, fake: FakeWeChatControl, api_url: str, broker_worker: dramatiq.Worker
 ) -> Iterator[Launch]:
     """An event whose card is audited (through a real ``card_pass_check`` push) and ready."""
     launch = make_launch(cardpipe_world, fake, api_url)

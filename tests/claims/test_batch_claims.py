@@ -21,7 +21,7 @@ def post_result(launch: Launch, buyer: Buyer, order_nos: list[str], result: dict
     return launch.http.post(f"{launch.api}/v1/claims/result", json=body, headers=launch.auth(buyer))
 
 
-def test_three_orders_are_claimed_with_one_add_card(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_three_orders_are_claimed_with_one_add_card(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     # Given a person with three orders, one of them for two tickets
     first = launch.buyer()
     launch.login(first)
@@ -52,7 +52,7 @@ def test_three_orders_are_claimed_with_one_add_card(launch: Launch, stub_worker:
     assert len(inbox_rows(InboxSource.CLIENT)) == 1
 
 
-def test_a_cancelled_batch_is_re_signed_and_the_retry_succeeds(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_cancelled_batch_is_re_signed_and_the_retry_succeeds(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     first = launch.buyer()
     launch.login(first)
     orders = [first, launch.another_order(first)]
@@ -73,7 +73,7 @@ def test_a_cancelled_batch_is_re_signed_and_the_retry_succeeds(launch: Launch, s
 
 
 def test_ready_orders_are_served_while_another_is_issued_just_in_time(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     first = launch.buyer()
     launch.login(first)
@@ -83,7 +83,7 @@ def test_ready_orders_are_served_while_another_is_issued_just_in_time(
 
     assert body["status"] == "ready" and len(body["cardList"]) == 1
     assert [o["status"] for o in body["orders"]] == ["ready", "pending"]
-    drain(stub_worker)
+    drain(broker_worker)
     wait_until(lambda: claim(launch, first, [late.order_no]).json()["status"] == "ready", what="the late order issued")
 
 

@@ -22,7 +22,7 @@ def _intent_actors() -> list[str]:
         return list(session.scalars(select(OutboxMessage.actor)))
 
 
-def test_a_push_is_applied_by_the_drain_without_a_message(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_push_is_applied_by_the_drain_without_a_message(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     # Given a served ticket
     buyer = launch.buyer()
     launch.login(buyer)
@@ -40,7 +40,7 @@ def test_a_push_is_applied_by_the_drain_without_a_message(launch: Launch, stub_w
 
 
 def test_a_push_that_fails_is_counted_and_does_not_hold_the_others_back(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a stored push whose payload cannot be applied, stored before a good one
     buyer = launch.buyer()
@@ -81,7 +81,7 @@ def test_a_push_that_fails_is_counted_and_does_not_hold_the_others_back(
 
 
 def test_a_result_the_push_proved_is_applied_by_the_drain_without_a_message(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a ticket added at WeChat, whose user_get_card push is applied
     buyer = launch.buyer(tickets=2)

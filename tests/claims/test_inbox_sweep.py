@@ -18,7 +18,7 @@ from workers.inbox import STALE_AFTER_S, requeue_stale_inbox
 
 
 def test_a_push_whose_message_was_lost_is_processed_after_the_sweep(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a user_get_card stored in the inbox, but its message never reached the queue
     buyer = launch.buyer()
@@ -43,9 +43,9 @@ def test_a_push_whose_message_was_lost_is_processed_after_the_sweep(
 
     # When the scheduler's sweep runs (twice: it is idempotent)
     requeue_stale_inbox.send()
-    drain(stub_worker)
+    drain(broker_worker)
     requeue_stale_inbox.send()
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then the push was applied once
     wait_until(lambda: launch.tickets(buyer)[0].state == TicketState.CLAIMED, what="claimed by the swept push")

@@ -83,7 +83,9 @@ def _tally() -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_500_buyers_claim_every_ticket_confirmed_by_both_signals(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_500_buyers_claim_every_ticket_confirmed_by_both_signals(
+    launch: Launch, broker_worker: dramatiq.Worker
+) -> None:
     # Given 500 orders, 600 tickets, 90% pre-issued, and WeChat's own 5 s push timeout (the app
     # shares this process, and its GIL, with 16 client threads, the fake and the workers)
     launch.fake.configure(push_timeout_s=5.0)

@@ -8,7 +8,7 @@ import dramatiq
 from tests.claims.conftest import Launch, wait_until
 
 
-def test_the_holder_gets_the_codes_of_claimed_tickets_only(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_the_holder_gets_the_codes_of_claimed_tickets_only(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     buyer = launch.buyer(tickets=2)
     launch.login(buyer)
     url = f"{launch.api}/v1/orders/{buyer.order_no}/cards"

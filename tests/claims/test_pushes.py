@@ -54,7 +54,7 @@ def got_card(launch: Launch, buyer_person: str, code: str, ticket_id: int, *, cr
 
 @pytest.fixture
 def safe_launch(
-    cardpipe_world: World, fake: FakeWeChatControl, api_url: str, stub_worker: dramatiq.Worker
+    cardpipe_world: World, fake: FakeWeChatControl, api_url: str, broker_worker: dramatiq.Worker
 ) -> Iterator[Launch]:
     """Like ``launch``, with the official account in safe mode (every push encrypted)."""
     launch = make_launch(cardpipe_world, fake, api_url, safe_mode=True)
@@ -75,7 +75,7 @@ def test_the_server_url_check_echoes_only_for_the_right_signature(launch: Launch
     assert wrong.status_code == 403
 
 
-def test_a_push_three_times_is_stored_once_and_claims_once(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_push_three_times_is_stored_once_and_claims_once(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     # Given a served ticket and WeChat's user_get_card for it
     buyer = launch.buyer()
     launch.login(buyer)
@@ -85,12 +85,12 @@ def test_a_push_three_times_is_stored_once_and_claims_once(launch: Launch, stub_
 
     # When it is delivered three times, and its message is processed twice more
     answers = [push(launch, event) for _ in range(3)]
-    drain(stub_worker)
+    drain(broker_worker)
     (row,) = [r for r in inbox_rows(InboxSource.WECHAT) if r.kind == "user_get_card"]
     claimed_at = launch.tickets(buyer)[0].claimed_at
     for _ in range(2):
         process_push.send(row.id)
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then each was answered "success", one row stored and processed once, one transition
     assert [(a.status_code, a.text) for a in answers] == [(200, "success")] * 3
@@ -198,13 +198,13 @@ def test_messages_that_are_not_events_are_acknowledged_and_not_stored(launch: La
     assert (response.status_code, response.text) == (200, "success") and wechat_rows() == stored
 
 
-def test_unknown_event_types_are_stored_and_marked_processed(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_unknown_event_types_are_stored_and_marked_processed(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     event = OtherEvent(launch.world.original_id, "o-viewer", int(time.time()), launch.card_id, name="user_view_card")
     params, body = signed_request(target(launch), event, str(int(time.time())), "42")
     body = body.replace("<Event><![CDATA[]]></Event>", "<Event><![CDATA[user_view_card]]></Event>")
 
     response = launch.http.post(f"{launch.api}/wechat/{launch.world.oa_appid}/events", params=params, data=body)
-    drain(stub_worker)
+    drain(broker_worker)
 
     assert response.text == "success"
     (row,) = [r for r in inbox_rows(InboxSource.WECHAT) if r.kind == "user_view_card"]
@@ -228,7 +228,7 @@ def test_deleting_and_consuming_in_wechat_move_the_ticket(launch: Launch) -> Non
 
 
 def test_card_audit_verdicts_apply_in_push_order_not_arrival_order(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given the card fails a new audit (a real push from the fake)
     launch.fake.review_card(launch.card_id, approve=False, reason="logo")
@@ -237,7 +237,7 @@ def test_card_audit_verdicts_apply_in_push_order_not_arrival_order(
     # When an older card_pass_check is redelivered late
     late = CardPassCheck(launch.world.original_id, "o-system", int(time.time()) - 3600, launch.card_id)
     assert push(launch, late).text == "success"
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then the newer verdict stands, and the late one is noted
     assert launch.event().card_status == "CARD_STATUS_VERIFY_FAIL"

@@ -16,7 +16,7 @@ from tests.settings_env import environment
 from workers.claims import process_client_result
 
 
-def test_a_successful_add_claims_every_ticket_by_the_client(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_successful_add_claims_every_ticket_by_the_client(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     buyer = launch.buyer(tickets=2)
     launch.login(buyer)
     answer = launch.add_card(buyer, launch.ready_card_list(buyer))
@@ -40,7 +40,9 @@ def test_a_successful_add_claims_every_ticket_by_the_client(launch: Launch, stub
     }
 
 
-def test_a_ticket_wechat_already_confirmed_is_not_decrypted_again(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_ticket_wechat_already_confirmed_is_not_decrypted_again(
+    launch: Launch, broker_worker: dramatiq.Worker
+) -> None:
     # Given WeChat's user_get_card push was processed before the client's callback
     buyer = launch.buyer()
     launch.login(buyer)
@@ -49,7 +51,7 @@ def test_a_ticket_wechat_already_confirmed_is_not_decrypted_again(launch: Launch
 
     # When the mini program posts its result
     assert launch.post_result(buyer, answer).status_code == 202
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then the client's confirmation is recorded without spending a code/decrypt call
     (ticket,) = launch.tickets(buyer)
@@ -58,7 +60,7 @@ def test_a_ticket_wechat_already_confirmed_is_not_decrypted_again(launch: Launch
 
 
 def test_a_result_posted_before_wechats_push_waits_for_it_instead_of_decrypting(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a grace long enough for the push to arrive even on a busy machine
     with environment(CARDPIPE_CLAIM_PUSH_GRACE_MS="3000"):
@@ -76,7 +78,7 @@ def test_a_result_posted_before_wechats_push_waits_for_it_instead_of_decrypting(
 
 
 def test_the_same_callback_three_times_is_stored_once_and_claims_once(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given the push is not delivered (so only the client's callback claims)
     launch.fake.register_oa(launch.world.oa_appid, launch.world.oa_secret, launch.world.server_token, push_url=None)
@@ -86,11 +88,11 @@ def test_the_same_callback_three_times_is_stored_once_and_claims_once(
 
     # When the mini program posts the result three times (and the worker runs each message twice)
     answers = [launch.post_result(buyer, answer).json() for _ in range(3)]
-    drain(stub_worker)
+    drain(broker_worker)
     (row,) = inbox_rows(InboxSource.CLIENT)
     claimed_at = launch.tickets(buyer)[0].claimed_at
     process_client_result.send(row.id)
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then one inbox row, processed once, one transition
     assert [a["duplicate"] for a in answers] == [False, True, True]
@@ -101,7 +103,7 @@ def test_the_same_callback_three_times_is_stored_once_and_claims_once(
     assert ticket.claimed_at == claimed_at
 
 
-def test_a_retry_after_a_cancel_succeeds(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_retry_after_a_cancel_succeeds(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     # Given the user opened the card page and backed out
     buyer = launch.buyer(tickets=2)
     launch.login(buyer)
@@ -127,7 +129,7 @@ def test_a_retry_after_a_cancel_succeeds(launch: Launch, stub_worker: dramatiq.W
 
 
 def test_a_bare_cancel_re_signs_what_the_client_could_have_shown_each_time(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     buyer = launch.buyer()
     launch.login(buyer)
@@ -142,7 +144,7 @@ def test_a_bare_cancel_re_signs_what_the_client_could_have_shown_each_time(
     assert len(inbox_rows(InboxSource.CLIENT)) == 2
 
 
-def test_a_forged_code_claims_nothing(launch: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_forged_code_claims_nothing(launch: Launch, broker_worker: dramatiq.Worker) -> None:
     # Given a client that reports success without having added anything
     buyer = launch.buyer()
     launch.login(buyer)
@@ -150,7 +152,7 @@ def test_a_forged_code_claims_nothing(launch: Launch, stub_worker: dramatiq.Work
     forged = {"errMsg": "addCard:ok", "cardList": [{**card_list[0], "code": "Zm9yZ2VkIGNvZGU=", "isSuccess": True}]}
 
     assert launch.post_result(buyer, forged).status_code == 202
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then WeChat's decrypt refused the code, the row is done with the reason, the ticket untouched
     (row,) = inbox_rows(InboxSource.CLIENT)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import claims
-from cardpipe.services.claims import ClaimOutcome, OrderRef, Signal
+from cardpipe.services import claim_ownership, claims, resign
+from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.claims import ClaimOutcome, Signal
 from models import Ticket, TicketState
 from tests.claims.conftest import Launch
 
@@ -100,9 +101,9 @@ def test_resign_spent_replaces_only_the_nonce_that_was_used(launch: Launch) -> N
     spent = {first.id: first.nonce or "", second.id: "some-older-nonce"}
 
     with session_scope() as session:
-        resigned = claims.resign_spent(session, spent, api_ticket=current.value, version=current.version)
+        resigned = resign.resign_spent(session, spent, api_ticket=current.value, version=current.version)
     with session_scope() as session:
-        again = claims.resign_spent(session, spent, api_ticket=current.value, version=current.version)
+        again = resign.resign_spent(session, spent, api_ticket=current.value, version=current.version)
 
     after_first, after_second = launch.tickets(buyer)
     assert resigned == [buyer.order_id] and again == []
@@ -113,8 +114,8 @@ def test_resign_spent_replaces_only_the_nonce_that_was_used(launch: Launch) -> N
 def test_the_caller_only_sees_its_own_orders(launch: Launch) -> None:
     buyer = launch.buyer()
     with session_scope() as session:
-        mine = claims.owned_orders(session, OrderRef(launch.world.mp_appid, buyer.mp_openid, buyer.order_no))
-        theirs = claims.owned_orders(session, OrderRef(launch.world.mp_appid, "someone-else", buyer.order_no))
-        other_mp = claims.owned_orders(session, OrderRef("wxothermp00", buyer.mp_openid, buyer.order_no))
+        mine = claim_ownership.owned_orders(session, OrderRef(launch.world.mp_appid, buyer.mp_openid, buyer.order_no))
+        theirs = claim_ownership.owned_orders(session, OrderRef(launch.world.mp_appid, "someone-else", buyer.order_no))
+        other_mp = claim_ownership.owned_orders(session, OrderRef("wxothermp00", buyer.mp_openid, buyer.order_no))
     assert [o.id for o in mine] == [buyer.order_id]
     assert theirs == [] and other_mp == []

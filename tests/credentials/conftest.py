@@ -1,5 +1,5 @@
 """Fixtures for credentials, quotas, rotation and the scheduler: events whose card lives in the
-fake WeChat, tickets pre-issued by ``preissue.issue_orders``, and settings overrides that reach
+fake WeChat, tickets pre-issued by ``issue_orders``, and settings overrides that reach
 both this process and the subprocesses it starts (through the environment)."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from sqlalchemy import insert, select, update
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import accounts, preissue
+from cardpipe.services import accounts
+from cardpipe.services.preissue.issue import issue_orders
 from models import Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 from tests.settings_env import rebuild_settings
 from tests.worlds import MakeWorld, World
@@ -75,7 +76,7 @@ class Shop:
 
     def issue(self, order_ids: list[int]) -> None:
         with session_scope() as session:
-            preissue.issue_orders(session, self.event_id, order_ids, card_ticket=credential_store().card_ticket)
+            issue_orders(session, self.event_id, order_ids, card_ticket=credential_store().card_ticket)
 
     def issued(self, count: int) -> list[int]:
         """``count`` one-ticket orders, pre-issued: their ticket ids (``ready``)."""

@@ -15,8 +15,8 @@ from api import create_app
 from cardpipe.credentials import refresh_failing_key
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import preissue
 from cardpipe.services.claims import Signal, confirm_claim
+from cardpipe.services.preissue.planner import plan_preissue
 from models import Credential, CredentialKind, Event, OfficialAccount, Ticket, TicketState
 from tests.conftest import ADMIN_TOKEN
 from tests.credentials.conftest import Shop
@@ -83,7 +83,7 @@ def test_rotation_time_changes_only_with_the_value(shop: Shop) -> None:
 
 def test_the_planner_leaves_the_stock_the_alert_compares_with(shop: Shop) -> None:
     order_ids = shop.orders(3)
-    outcome = preissue.plan_preissue(
+    outcome = plan_preissue(
         shop.event_id,
         sessions=session_scope,
         card_api=credential_store().card_api,

@@ -16,7 +16,7 @@ from tests.credentials.conftest import Override, Shop, calls
 from tests.waiting import wait_until
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker
-from workers.credentials import confirm_claims
+from workers.confirmations import confirm_claims
 from workers.preissue import plan_preissue
 
 
@@ -25,7 +25,7 @@ def _confirmed(shop: Shop, ids: list[int]) -> int:
 
 
 def test_45009_stops_the_accounts_outbound_work_visibly_and_it_resumes_with_the_quota(
-    shop: Shop, other_shop: Shop, fake: FakeWeChatControl, stub_worker: dramatiq.Worker, override_settings: Override
+    shop: Shop, other_shop: Shop, fake: FakeWeChatControl, broker_worker: dramatiq.Worker, override_settings: Override
 ) -> None:
     override_settings(quota_probe_interval_s=1)
     blocked_ids = shop.claimed_by_client_only(12)
@@ -53,7 +53,7 @@ def test_45009_stops_the_accounts_outbound_work_visibly_and_it_resumes_with_the_
     # when the first 45009 came back, one per worker thread): no retry storm, no dead letter
     wait_until(lambda: credential_store().guard.status(shop.appid).counters.get("quota_probes", 0) >= 3)
     probes = credential_store().guard.status(shop.appid).counters["quota_probes"]
-    assert calls(fake, shop.appid, "/card/code/get") <= stub_worker.worker_threads + probes
+    assert calls(fake, shop.appid, "/card/code/get") <= broker_worker.worker_threads + probes
     assert broker.client.zcard("dramatiq:wechat.XQ") == 0
 
     # When the quota comes back, the next probe ends the block and nothing was lost
@@ -69,7 +69,7 @@ def test_45009_stops_the_accounts_outbound_work_visibly_and_it_resumes_with_the_
 
 
 def test_a_token_invalidated_during_a_pre_issue_costs_one_refresh_and_no_loop(
-    shop: Shop, fake: FakeWeChatControl, stub_worker: dramatiq.Worker
+    shop: Shop, fake: FakeWeChatControl, broker_worker: dramatiq.Worker
 ) -> None:
     order_ids = shop.orders(300, tickets=2)
     with session_scope() as session:
@@ -80,7 +80,7 @@ def test_a_token_invalidated_during_a_pre_issue_costs_one_refresh_and_no_loop(
     assert fake.invalidate_tokens(shop.appid) >= 1
     plan_preissue.send(shop.event_id)
     broker.join("preissue")
-    stub_worker.join()
+    broker_worker.join()
 
     tickets = shop.tickets()
     assert len(tickets) == 600 and {t.state for t in tickets} == {TicketState.READY}

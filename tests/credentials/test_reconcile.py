@@ -14,7 +14,8 @@ from models import Event, EventState, Ticket, TicketState
 from tests.credentials.conftest import Shop, calls
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker
-from workers.credentials import confirm_claims, confirm_client_claims, requeue_missing_tickets
+from workers.confirmations import confirm_claims, confirm_client_claims
+from workers.preissue import requeue_missing_tickets
 
 
 def _drain(worker: dramatiq.Worker, *queues: str) -> None:
@@ -44,19 +45,21 @@ def test_code_get_confirms_deletes_or_flags_client_only_claims(shop: Shop, fake:
 
 
 def test_only_claims_past_the_delay_and_inside_the_window_are_checked(
-    shop: Shop, fake: FakeWeChatControl, stub_worker: dramatiq.Worker
+    shop: Shop, fake: FakeWeChatControl, broker_worker: dramatiq.Worker
 ) -> None:
     due = shop.claimed_by_client_only(2, ago=timedelta(hours=1))
     recent = shop.claimed_by_client_only(1, ago=timedelta(seconds=5))
     ancient = shop.claimed_by_client_only(1, ago=timedelta(days=3))
     confirm_client_claims.send()
-    _drain(stub_worker, "maintenance", "wechat")
+    _drain(broker_worker, "maintenance", "wechat")
     confirmed = {t.id for t in shop.tickets() if t.confirmed_by_wechat}
     assert confirmed == set(due)
     assert not confirmed & {*recent, *ancient}
 
 
-def test_orders_of_a_stuck_pre_issue_are_issued_again_once_per_window(shop: Shop, stub_worker: dramatiq.Worker) -> None:
+def test_orders_of_a_stuck_pre_issue_are_issued_again_once_per_window(
+    shop: Shop, broker_worker: dramatiq.Worker
+) -> None:
     issued = shop.orders(3, tickets=2)
     shop.issue(issued)
     stuck = shop.orders(5, tickets=2)
@@ -67,7 +70,7 @@ def test_orders_of_a_stuck_pre_issue_are_issued_again_once_per_window(shop: Shop
             .values(state=EventState.PREISSUING, preissue_started_at=datetime.now(UTC) - timedelta(hours=1))
         )
     requeue_missing_tickets.send()
-    _drain(stub_worker, "maintenance", "preissue")
+    _drain(broker_worker, "maintenance", "preissue")
     with session_scope() as session:
         per_order = dict(
             session.execute(select(Ticket.order_id, Ticket.id).where(Ticket.order_id.in_(stuck), Ticket.seq == 2)).all()

@@ -25,7 +25,7 @@ def _drain(worker: dramatiq.Worker) -> None:
 
 
 def test_every_outstanding_payload_is_re_signed_after_a_rotation(
-    shop: Shop, fake: FakeWeChatControl, stub_worker: dramatiq.Worker, override_settings: Override
+    shop: Shop, fake: FakeWeChatControl, broker_worker: dramatiq.Worker, override_settings: Override
 ) -> None:
     override_settings(resign_chunk_tickets=7)
     ids = shop.issued(60)
@@ -42,7 +42,7 @@ def test_every_outstanding_payload_is_re_signed_after_a_rotation(
     result = CliRunner().invoke(app, ["credentials", "refresh", "--force", shop.appid])
     assert result.exit_code == 0, result.output
     assert "rotated" in result.output and "value" not in result.output
-    _drain(stub_worker)
+    _drain(broker_worker)
 
     new_version = credential_store().card_ticket(shop.appid).version
     assert new_version == old_version + 1

@@ -1,5 +1,5 @@
 """Every process that can rotate a card api_ticket carries the bulk re-sign listener: the api, the
-scheduler, the CLI (``credentials refresh``) and the workers each import ``workers.credentials``,
+scheduler, the CLI (``credentials refresh``) and the workers each import ``workers.resign``,
 which registers it in :mod:`cardpipe.rotation`; the core alone registers nothing."""
 
 from __future__ import annotations

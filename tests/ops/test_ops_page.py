@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 from api import create_app
 from cardpipe.services import ops_history
 from models import Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
+from tests.backing_services import in_ci
 from tests.conftest import ADMIN_TOKEN
 from tests.live_server import serve
 from tests.ops.launch_minutes import APPID, Launch, play
-from tests.services import in_ci
 from workers.broker import broker
 
 CHROMIUM_FLAGS = [

@@ -25,7 +25,8 @@ from sqlalchemy import func, select, update
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import preissue
+from cardpipe.services.preissue import tracking
+from cardpipe.services.preissue.issue import issue_orders
 from models import Event, EventState, Ticket
 from scheduler import LEASE_KEY
 from tests.claims.conftest import Buyer, Launch, make_launch
@@ -45,7 +46,7 @@ from tests.waiting import wait_until
 from tests.worlds import World
 from wechat.fake import FakeWeChatControl
 from workers.broker import broker
-from workers.credentials import requeue_missing_tickets
+from workers.preissue import requeue_missing_tickets
 
 RECOVERY_LIMIT_S = 30.0
 PREISSUE_ORDERS = 600
@@ -194,20 +195,20 @@ def test_the_scheduler_is_alive_and_leading_after_a_10s_redis_outage(start_stack
 
 
 def test_a_planner_message_dropped_on_the_floor_still_gets_the_stock_raised(
-    cardpipe_world: World, fake: FakeWeChatControl, stub_worker: dramatiq.Worker
+    cardpipe_world: World, fake: FakeWeChatControl, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a pre-issue whose planner message never reached a worker (refused, lost, dead-lettered)
     launch = make_launch(cardpipe_world, fake, "http://127.0.0.1:9")
     event_id, card_id = draft_event(launch, 50)
     with session_scope() as session:
-        preissue.start_preissue(session, event_id)
+        tracking.start_preissue(session, event_id)
         session.execute(
             update(Event).where(Event.id == event_id).values(preissue_started_at=datetime.now(UTC) - timedelta(hours=1))
         )
     # And a reconcile that issued every order's tickets without it
     with session_scope() as session:
-        order_ids = preissue.orders_missing_tickets(session, event_id, 1000)
-        preissue.issue_orders(session, event_id, order_ids, card_ticket=credential_store().card_ticket)
+        order_ids = tracking.orders_missing_tickets(session, event_id, 1000)
+        issue_orders(session, event_id, order_ids, card_ticket=credential_store().card_ticket)
     assert _tickets(event_id) == 50
     # Then the event does not read issued while WeChat could not hand its cards out
     assert _state(event_id) == EventState.PREISSUING
@@ -217,7 +218,7 @@ def test_a_planner_message_dropped_on_the_floor_still_gets_the_stock_raised(
     requeue_missing_tickets.send()
     for queue in ("maintenance", "preissue"):
         broker.join(queue, timeout=30_000)
-    stub_worker.join()
+    broker_worker.join()
 
     # Then the planner ran again: the stock covers every ticket, and only then is the event issued
     assert fake.card(card_id)["stock"] >= 50

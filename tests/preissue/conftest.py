@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from cardpipe import runtime
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import accounts, events, order_import
+from cardpipe.services import accounts, events, order_file, order_import
 from models import CodeMode, Event, Order, Ticket
 from tests.worlds import World, new_world
 from wechat.fake import FakeWeChatControl, FakeWeChatServer
@@ -77,7 +77,7 @@ class Organiser:
     def import_csv(self, event_id: int, text: str, **options: Any) -> order_import.ImportReport:
         with session_scope() as session:
             return order_import.import_orders(
-                session, event_id, io.BytesIO(text.encode()), order_import.ImportFormat.CSV, **options
+                session, event_id, io.BytesIO(text.encode()), order_file.ImportFormat.CSV, **options
             )
 
     def import_orders(self, event_id: int, count: int, *, tickets: int = 1, start: int = 0) -> None:
@@ -143,13 +143,15 @@ IssueAll = Callable[[int], None]
 @pytest.fixture
 def issue_all(organiser: Organiser) -> Iterator[IssueAll]:
     """Run the planner and every chunk in this process (no queue)."""
-    from cardpipe.services import preissue
+    from cardpipe.services.preissue import tracking
+    from cardpipe.services.preissue.issue import issue_orders
+    from cardpipe.services.preissue.planner import plan_preissue
 
     def run(event_id: int) -> None:
         chunks: list[list[int]] = []
         with session_scope() as session:
-            preissue.start_preissue(session, event_id)
-        preissue.plan_preissue(
+            tracking.start_preissue(session, event_id)
+        plan_preissue(
             event_id,
             sessions=session_scope,
             card_api=credential_store().card_api,
@@ -158,6 +160,6 @@ def issue_all(organiser: Organiser) -> Iterator[IssueAll]:
         )
         for ids in chunks:
             with session_scope() as session:
-                preissue.issue_orders(session, event_id, ids, card_ticket=credential_store().card_ticket)
+                issue_orders(session, event_id, ids, card_ticket=credential_store().card_ticket)
 
     yield run

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import preissue
+from cardpipe.services.preissue.planner import plan_preissue
+from cardpipe.services.preissue.stock import card_stock, deposit_codes
 from models import CodeMode, Ticket
 from tests.preissue.conftest import IssueAll, Organiser, event_row, tickets_of
 
@@ -79,12 +80,12 @@ def test_deposit_mode_codes_are_deposited_and_checked_and_every_card_ext_is_acce
         tickets = tickets_of(session, event_id)
     api = credential_store().card_api(organiser.world.oa_appid)
     assert api.deposit_count(card_id) == 250
-    assert preissue.card_stock(api, card_id) == 250
+    assert card_stock(api, card_id) == 250
 
     # And the tickets carry no code, in the database or in their cardExt, and all are accepted
     assert len(tickets) == 250 and all(t.code is None and '"code"' not in (t.card_ext or "") for t in tickets)
     assert _accepted(_add_all(organiser, tickets)) == 250
-    assert preissue.card_stock(api, card_id) == 0
+    assert card_stock(api, card_id) == 0
 
 
 def test_a_deposit_interrupted_half_way_is_finished_not_repeated(organiser: Organiser) -> None:
@@ -96,10 +97,10 @@ def test_a_deposit_interrupted_half_way_is_finished_not_repeated(organiser: Orga
     api = credential_store().card_api(organiser.world.oa_appid)
     from cardpipe.services.codes import new_codes
 
-    preissue.deposit_codes(api, card_id, 150, lambda n: new_codes(n, 12, "23456789ABCDEFGHJKMNPQRSTUVWXYZ"))
+    deposit_codes(api, card_id, 150, lambda n: new_codes(n, 12, "23456789ABCDEFGHJKMNPQRSTUVWXYZ"))
 
     # When the planner runs
-    outcome = preissue.plan_preissue(
+    outcome = plan_preissue(
         event_id,
         sessions=session_scope,
         card_api=credential_store().card_api,
@@ -109,6 +110,6 @@ def test_a_deposit_interrupted_half_way_is_finished_not_repeated(organiser: Orga
 
     # Then it deposits only the 250 missing and sets the stock to the 400 deposited
     assert outcome.codes_deposited == 250
-    assert api.deposit_count(card_id) == 400 and preissue.card_stock(api, card_id) == 400
+    assert api.deposit_count(card_id) == 400 and card_stock(api, card_id) == 400
     with session_scope() as session:
         assert session.scalar(select(func.count()).where(Ticket.event_id == event_id)) == 0

@@ -138,7 +138,7 @@ def test_an_upload_of_unknown_format_or_event_is_refused(client: TestClient, org
 
 
 def test_preissue_through_the_broker_and_progress_per_state(
-    client: TestClient, organiser: Organiser, stub_worker: dramatiq.Worker
+    client: TestClient, organiser: Organiser, broker_worker: dramatiq.Worker
 ) -> None:
     # Given an event with 1,000 orders of 1 to 3 tickets, its card approved
     created = _create(client, organiser)
@@ -175,7 +175,7 @@ def test_preissue_through_the_broker_and_progress_per_state(
     assert light["tickets_by_state"] is None and light["tickets_issued"] == 1_999
 
 
-def test_cli_preissue_watch_follows_progress_to_the_end(organiser: Organiser, stub_worker: dramatiq.Worker) -> None:
+def test_cli_preissue_watch_follows_progress_to_the_end(organiser: Organiser, broker_worker: dramatiq.Worker) -> None:
     event_id = organiser.create_event()
     organiser.import_orders(event_id, 300, tickets=2)
 

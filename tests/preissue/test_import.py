@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from cardpipe.cli import app
 from cardpipe.db import session_scope
-from cardpipe.services import order_import
-from cardpipe.services.order_import import ImportFormat, ImportRejected
+from cardpipe.services import order_file, order_import
+from cardpipe.services.order_file import ImportFormat, ImportRejected
 from models import Order
 from tests.preissue.conftest import Organiser, event_row, orders_csv, orders_jsonl
 
@@ -216,7 +216,7 @@ def test_every_bad_row_is_reported_not_only_the_first(organiser: Organiser) -> N
         organiser.import_csv(event_id, HEADER + "OK-1,oA,,1\n" + bad)
 
     assert rejected.value.total == 150
-    assert [e.line for e in rejected.value.errors] == list(range(3, 3 + order_import.MAX_REPORTED))
+    assert [e.line for e in rejected.value.errors] == list(range(3, 3 + order_file.MAX_REPORTED))
 
 
 class _RecordingStream(io.BytesIO):
@@ -241,18 +241,18 @@ def test_the_file_is_read_a_bounded_line_at_a_time(organiser: Organiser) -> None
         report = order_import.import_orders(session, event_id, stream, ImportFormat.CSV)
 
     assert report.inserted == 20_000
-    assert stream.largest_read <= order_import.MAX_LINE_BYTES + 1
+    assert stream.largest_read <= order_file.MAX_LINE_BYTES + 1
 
 
 def test_an_overlong_line_is_refused_without_reading_it_whole(organiser: Organiser) -> None:
     event_id = organiser.create_event()
-    stream: IO[bytes] = _RecordingStream(HEADER.encode() + b"A-1,oA,,1\n" + b"x" * (order_import.MAX_LINE_BYTES * 4))
+    stream: IO[bytes] = _RecordingStream(HEADER.encode() + b"A-1,oA,,1\n" + b"x" * (order_file.MAX_LINE_BYTES * 4))
 
     with pytest.raises(ImportRejected) as rejected, session_scope() as session:
         order_import.import_orders(session, event_id, stream, ImportFormat.CSV)
 
     assert rejected.value.errors[0].line == 3
-    assert isinstance(stream, _RecordingStream) and stream.largest_read <= order_import.MAX_LINE_BYTES + 1
+    assert isinstance(stream, _RecordingStream) and stream.largest_read <= order_file.MAX_LINE_BYTES + 1
 
 
 def test_an_import_into_an_unknown_event_is_refused(organiser: Organiser) -> None:

@@ -11,15 +11,19 @@ from sqlalchemy import func, select
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import events, preissue
+from cardpipe.services import events
 from cardpipe.services.codes import new_codes
+from cardpipe.services.preissue import tracking
+from cardpipe.services.preissue.issue import IssueOutcome, issue_orders
+from cardpipe.services.preissue.planner import plan_preissue
+from cardpipe.services.preissue.stock import card_stock
 from models import EventState, Order, Ticket, TicketState
 from tests.preissue.conftest import IssueAll, Organiser, event_row, order_ids, signature_ok, tickets_of
 
 
-def _issue(event_id: int, ids: list[int], **options: object) -> preissue.IssueOutcome:
+def _issue(event_id: int, ids: list[int], **options: object) -> IssueOutcome:
     with session_scope() as session:
-        return preissue.issue_orders(
+        return issue_orders(
             session,
             event_id,
             ids,
@@ -71,7 +75,7 @@ def test_running_a_chunk_twice_creates_nothing_twice(organiser: Organiser) -> No
     overlapping = _issue(event_id, ids[10:20])
 
     assert first.tickets_created == 100
-    assert again == overlapping == preissue.IssueOutcome(0, 0, 0)
+    assert again == overlapping == IssueOutcome(0, 0, 0)
     with session_scope() as session:
         assert session.scalar(select(func.count()).where(Ticket.event_id == event_id)) == 100
         event = event_row(session, event_id)
@@ -85,7 +89,7 @@ def test_concurrent_runs_of_one_chunk_create_each_ticket_once(organiser: Organis
     with session_scope() as session:
         ids = order_ids(session, event_id)
     credential_store().card_ticket(organiser.world.oa_appid)
-    outcomes: list[preissue.IssueOutcome] = []
+    outcomes: list[IssueOutcome] = []
     start = threading.Barrier(4)
 
     def run() -> None:
@@ -116,7 +120,7 @@ def test_overlapping_chunks_at_once_keep_one_ticket_per_seat_and_exact_counters(
     credential_store().card_ticket(organiser.world.oa_appid)
     chunks = [ids[:250], ids[150:], ids[::3], ids[200:201], ids[100:300:2]]
     start = threading.Barrier(len(chunks))
-    outcomes: list[preissue.IssueOutcome] = []
+    outcomes: list[IssueOutcome] = []
 
     def run(chunk: list[int]) -> None:
         start.wait()
@@ -185,8 +189,8 @@ def test_a_sparse_set_of_orders_is_issued_exactly(organiser: Organiser) -> None:
     with session_scope() as session:
         issued = session.scalars(select(Ticket.order_id).where(Ticket.event_id == event_id).distinct())
         assert sorted(issued) == picked
-        assert preissue.orders_missing_tickets(session, event_id, 100) == [i for i in ids if i not in picked]
-    assert _issue(event_id, picked) == preissue.IssueOutcome(0, 0, 0)
+        assert tracking.orders_missing_tickets(session, event_id, 100) == [i for i in ids if i not in picked]
+    assert _issue(event_id, picked) == IssueOutcome(0, 0, 0)
 
 
 def test_orders_of_another_event_are_ignored(organiser: Organiser) -> None:
@@ -208,18 +212,18 @@ def test_planner_raises_the_stock_by_exactly_the_shortfall(organiser: Organiser,
         card_id = event_row(session, event_id).card_id
     assert card_id is not None
     api = credential_store().card_api(organiser.world.oa_appid)
-    assert preissue.card_stock(api, card_id) == 1
+    assert card_stock(api, card_id) == 1
 
     # When pre-issue runs (twice)
     issue_all(event_id)
     issue_all(event_id)
 
     # Then WeChat's stock is exactly the 80 tickets, raised once
-    assert preissue.card_stock(api, card_id) == 80
+    assert card_stock(api, card_id) == 80
     modify_calls = organiser.fake.stats(organiser.world.oa_appid)["calls_by_appid"][organiser.world.oa_appid]
     assert modify_calls["/card/modifystock"] == 1
     with session_scope() as session:
-        progress = preissue.preissue_progress(session, event_id)
+        progress = tracking.preissue_progress(session, event_id)
     assert progress.state == EventState.ISSUED
     assert (progress.orders_total, progress.orders_complete) == (40, 40)
     assert (progress.tickets_total, progress.tickets_issued) == (80, 80)
@@ -234,9 +238,9 @@ def test_pending_work_is_the_orders_without_all_their_tickets(organiser: Organis
     _issue(event_id, ids[::2])
 
     with session_scope() as session:
-        assert preissue.orders_missing_tickets(session, event_id, 100) == ids[1::2]
-        assert preissue.orders_missing_tickets(session, event_id, 2) == ids[1:4:2]
-        assert preissue.orders_missing_tickets(session, event_id, 100, after_id=ids[5]) == ids[7::2]
+        assert tracking.orders_missing_tickets(session, event_id, 100) == ids[1::2]
+        assert tracking.orders_missing_tickets(session, event_id, 2) == ids[1:4:2]
+        assert tracking.orders_missing_tickets(session, event_id, 100, after_id=ids[5]) == ids[7::2]
 
 
 def test_a_replanned_event_sends_only_the_orders_still_missing_tickets(organiser: Organiser) -> None:
@@ -244,11 +248,11 @@ def test_a_replanned_event_sends_only_the_orders_still_missing_tickets(organiser
     organiser.import_orders(event_id, 10)
     with session_scope() as session:
         ids = order_ids(session, event_id)
-        preissue.start_preissue(session, event_id)
+        tracking.start_preissue(session, event_id)
     _issue(event_id, ids[:7])
     sent: list[list[int]] = []
 
-    outcome = preissue.plan_preissue(
+    outcome = plan_preissue(
         event_id,
         sessions=session_scope,
         card_api=credential_store().card_api,
@@ -267,7 +271,7 @@ def test_an_event_reopens_when_orders_arrive_after_it_was_issued(organiser: Orga
     organiser.import_orders(event_id, 2, start=100)
     with session_scope() as session:
         assert event_row(session, event_id).state == EventState.ISSUED
-        assert preissue.start_preissue(session, event_id).state == EventState.PREISSUING
+        assert tracking.start_preissue(session, event_id).state == EventState.PREISSUING
 
     issue_all(event_id)
 

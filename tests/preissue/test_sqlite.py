@@ -14,8 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from cardpipe.credentials import StoredCredential
 from cardpipe.db import make_engine
 from cardpipe.migrate import upgrade
-from cardpipe.services import order_import, preissue
+from cardpipe.services import order_file, order_import
 from cardpipe.services.codes import new_codes
+from cardpipe.services.preissue import tracking
+from cardpipe.services.preissue.issue import issue_orders
+from cardpipe.services.preissue.planner import plan_preissue
 from models import Event, MiniProgram, OfficialAccount, Order, Ticket, TicketState
 from tests.preissue.conftest import orders_csv, signature_ok
 from tests.worlds import new_world
@@ -51,18 +54,18 @@ def test_import_and_issue_on_sqlite(sqlite_session: Session) -> None:
     session = sqlite_session
     event_id = _event(session)
     data = orders_csv(1_200, tickets=2).encode()
-    report = order_import.import_orders(session, event_id, io.BytesIO(data), order_import.ImportFormat.CSV)
+    report = order_import.import_orders(session, event_id, io.BytesIO(data), order_file.ImportFormat.CSV)
     session.commit()
-    again = order_import.import_orders(session, event_id, io.BytesIO(data), order_import.ImportFormat.CSV)
+    again = order_import.import_orders(session, event_id, io.BytesIO(data), order_file.ImportFormat.CSV)
     session.commit()
     assert (report.inserted, again.inserted, again.unchanged) == (1_200, 0, 1_200)
 
     order_ids = list(session.scalars(select(Order.id).order_by(Order.id)))
-    first = preissue.issue_orders(session, event_id, order_ids[:700], card_ticket=lambda _appid: TICKET)
+    first = issue_orders(session, event_id, order_ids[:700], card_ticket=lambda _appid: TICKET)
     session.commit()
-    rest = preissue.issue_orders(session, event_id, order_ids, card_ticket=lambda _appid: TICKET)
+    rest = issue_orders(session, event_id, order_ids, card_ticket=lambda _appid: TICKET)
     session.commit()
-    twice = preissue.issue_orders(session, event_id, order_ids, card_ticket=lambda _appid: TICKET)
+    twice = issue_orders(session, event_id, order_ids, card_ticket=lambda _appid: TICKET)
     session.commit()
 
     assert (first.tickets_created, rest.tickets_created, twice.tickets_created) == (1_400, 1_000, 0)
@@ -79,10 +82,10 @@ def test_import_and_issue_on_sqlite(sqlite_session: Session) -> None:
 def test_a_colliding_code_is_redrawn_on_sqlite(sqlite_session: Session) -> None:
     session = sqlite_session
     event_id = _event(session)
-    order_import.import_orders(session, event_id, io.BytesIO(orders_csv(3).encode()), order_import.ImportFormat.CSV)
+    order_import.import_orders(session, event_id, io.BytesIO(orders_csv(3).encode()), order_file.ImportFormat.CSV)
     session.commit()
     order_ids = list(session.scalars(select(Order.id).order_by(Order.id)))
-    preissue.issue_orders(session, event_id, order_ids[:1], card_ticket=lambda _appid: TICKET)
+    issue_orders(session, event_id, order_ids[:1], card_ticket=lambda _appid: TICKET)
     session.commit()
     taken = session.scalar(select(Ticket.code))
     calls: list[int] = []
@@ -95,9 +98,7 @@ def test_a_colliding_code_is_redrawn_on_sqlite(sqlite_session: Session) -> None:
             else new_codes(count, length, alphabet)
         )
 
-    outcome = preissue.issue_orders(
-        session, event_id, order_ids[1:], card_ticket=lambda _appid: TICKET, draw_codes=colliding
-    )
+    outcome = issue_orders(session, event_id, order_ids[1:], card_ticket=lambda _appid: TICKET, draw_codes=colliding)
     session.commit()
 
     assert (outcome.tickets_created, outcome.codes_redrawn) == (2, 1)
@@ -132,13 +133,13 @@ def test_the_whole_preissue_on_sqlite_is_accepted_by_wechat(
         session.flush()
         event_id = event.id
         order_import.import_orders(
-            session, event_id, io.BytesIO(orders_csv(60, tickets=2).encode()), order_import.ImportFormat.CSV
+            session, event_id, io.BytesIO(orders_csv(60, tickets=2).encode()), order_file.ImportFormat.CSV
         )
-        preissue.start_preissue(session, event_id)
+        tracking.start_preissue(session, event_id)
 
     # When the planner and its chunks run
     chunks: list[list[int]] = []
-    plan = preissue.plan_preissue(
+    plan = plan_preissue(
         event_id,
         sessions=scope,
         card_api=lambda _appid: world.api,
@@ -148,12 +149,12 @@ def test_the_whole_preissue_on_sqlite_is_accepted_by_wechat(
     current = StoredCredential(value=world.ticket(), expires_at=4_000_000_000.0, version=1)
     for chunk in chunks:
         with scope() as session:
-            preissue.issue_orders(session, event_id, chunk, card_ticket=lambda _appid: current)
+            issue_orders(session, event_id, chunk, card_ticket=lambda _appid: current)
 
     # Then the stock covers the 120 tickets, the event is issued, and WeChat accepts every ticket
     assert (plan.stock_before, plan.stock_increase, plan.chunks_sent) == (1, 119, 3)
     with scope() as session:
-        progress = preissue.preissue_progress(session, event_id)
+        progress = tracking.preissue_progress(session, event_id)
         tickets = list(session.scalars(select(Ticket).order_by(Ticket.id)))
     assert (progress.state, progress.tickets_issued, progress.orders_complete) == ("issued", 120, 60)
     answer = fake.add_card(
@@ -167,7 +168,7 @@ def test_ticket_classes_are_staged_on_sqlite(sqlite_session: Session) -> None:
     session = sqlite_session
     event_id = _event(session)
     data = b"order_no,openid,ticket_count,ticket_class\nV-1,oA,1,vip\nS-1,oB,1,\n"
-    order_import.import_orders(session, event_id, io.BytesIO(data), order_import.ImportFormat.CSV)
+    order_import.import_orders(session, event_id, io.BytesIO(data), order_file.ImportFormat.CSV)
     session.commit()
 
     rows = session.execute(select(Order.order_no, Order.ticket_class).order_by(Order.order_no))

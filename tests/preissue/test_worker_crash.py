@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
-from cardpipe.services import preissue
+from cardpipe.services.preissue import tracking
 from models import EventState, Order, Ticket
 from tests.preissue.conftest import Organiser
 
@@ -82,12 +82,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _progress(event_id: int) -> preissue.Progress:
+def _progress(event_id: int) -> tracking.Progress:
     with session_scope() as session:
-        return preissue.preissue_progress(session, event_id, by_state=False)
+        return tracking.preissue_progress(session, event_id, by_state=False)
 
 
-def _wait(event_id: int, done: Callable[[preissue.Progress], bool], timeout_s: float) -> preissue.Progress:
+def _wait(event_id: int, done: Callable[[tracking.Progress], bool], timeout_s: float) -> tracking.Progress:
     deadline = time.monotonic() + timeout_s
     while True:
         progress = _progress(event_id)
@@ -113,7 +113,7 @@ def test_a_worker_killed_mid_preissue_leaves_exactly_one_ticket_per_order_seat(
 
     # When pre-issue runs and one worker process is killed with SIGKILL part-way
     with session_scope() as session:
-        preissue.start_preissue(session, event_id)
+        tracking.start_preissue(session, event_id)
     plan_preissue.send(event_id)
     _wait(event_id, lambda p: p.tickets_issued >= 30_000, timeout_s=120)
     victim = psutil.Process(workers.pid).children()[0]
@@ -137,6 +137,6 @@ def test_a_worker_killed_mid_preissue_leaves_exactly_one_ticket_per_order_seat(
             ).where(Ticket.event_id == event_id)
         ).one()
         wanted = session.scalar(select(func.sum(Order.ticket_count)).where(Order.event_id == event_id))
-        missing = preissue.orders_missing_tickets(session, event_id, 10)
+        missing = tracking.orders_missing_tickets(session, event_id, 10)
     assert tickets == pairs == codes == wanted == ORDERS
     assert missing == []

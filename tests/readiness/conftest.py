@@ -20,7 +20,8 @@ from api import create_app
 from cardpipe.db import session_scope
 from cardpipe.routes.readiness import ports
 from cardpipe.runtime import credential_store, redis_client
-from cardpipe.services import events, preissue
+from cardpipe.services import events
+from cardpipe.services.preissue import tracking
 from cardpipe.services.readiness import checks, signals
 from cardpipe.services.readiness.report import Item, Report
 from models import Event, Order
@@ -117,7 +118,7 @@ class Setup:
 
     def preissue(self) -> None:
         with session_scope() as session:
-            preissue.start_preissue(session, self.event_id)
+            tracking.start_preissue(session, self.event_id)
         plan_preissue.send(self.event_id)
         wait_until(lambda: self.event().state == "issued", what="pre-issue done")
 
@@ -138,7 +139,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(cardpipe_world: World, fake: FakeWeChatControl, api_url: str, stub_worker: dramatiq.Worker) -> Setup:
+def setup(cardpipe_world: World, fake: FakeWeChatControl, api_url: str, broker_worker: dramatiq.Worker) -> Setup:
     """Accounts registered, pushes aimed at the app, a scheduler leading; no event yet."""
     result = Setup(cardpipe_world, fake, api_url)
     result.point_pushes_at_the_app()

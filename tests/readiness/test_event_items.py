@@ -166,8 +166,8 @@ def test_scheduler_and_credential_expiry(ready: Setup) -> None:
     assert report.item("system.scheduler").status == Status.OK and report.item("system.credentials").status == Status.OK
 
 
-def test_a_queue_without_workers(setup: Setup, stub_worker: dramatiq.Worker) -> None:
-    stub_worker.stop()
+def test_a_queue_without_workers(setup: Setup, broker_worker: dramatiq.Worker) -> None:
+    broker_worker.stop()
     setup.create_event()
     item = setup.item("system.workers")
     assert (
@@ -184,5 +184,5 @@ def test_a_queue_without_workers(setup: Setup, stub_worker: dramatiq.Worker) -> 
         assert "-Q preissue" in (item.remedy or "")
     finally:
         worker.stop()
-    stub_worker.start()
+    broker_worker.start()
     assert setup.item("system.workers").status == Status.OK

@@ -19,7 +19,7 @@ from wechat.fake import FakeWeChatControl
 
 
 @pytest.fixture
-def client(gate_event: GateEvent, stub_worker: dramatiq.Worker, fast_retries: None) -> Iterator[TestClient]:
+def client(gate_event: GateEvent, broker_worker: dramatiq.Worker, fast_retries: None) -> Iterator[TestClient]:
     with TestClient(create_app()) as client:
         yield client
 

@@ -33,7 +33,7 @@ CONSUME = "/card/code/consume"
 
 
 @pytest.fixture
-def client(gate_event: GateEvent, stub_worker: dramatiq.Worker, fast_retries: None) -> Iterator[TestClient]:
+def client(gate_event: GateEvent, broker_worker: dramatiq.Worker, fast_retries: None) -> Iterator[TestClient]:
     with TestClient(create_app()) as client:
         yield client
 

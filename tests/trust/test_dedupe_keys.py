@@ -63,7 +63,7 @@ def test_a_redelivery_has_the_same_key(event: CardEvent) -> None:
 
 
 def test_two_cards_audited_in_the_same_second_both_get_their_verdict(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a second event of the same account whose card awaits its audit
     second_card = launch.world.create_card(approve=False)
@@ -86,7 +86,7 @@ def test_two_cards_audited_in_the_same_second_both_get_their_verdict(
     ):
         params, body = signed_request(target, event, str(int(time.time())), nonce)
         answers.append(requests.post(url, params=params, data=body.encode(), timeout=10))
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then both were applied
     assert [a.text for a in answers] == ["success", "success"]

@@ -21,10 +21,10 @@ from cardpipe import db as cardpipe_db
 from cardpipe.db import PoolBudget
 from cardpipe.settings import Settings
 from models import TicketState
+from tests.backing_services import in_ci
 from tests.claims.conftest import Launch, drain
 from tests.conftest import ADMIN_TOKEN, GATE_TOKEN
 from tests.live_server import free_port
-from tests.services import in_ci
 from tests.settings_env import environment
 from tests.waiting import wait_until
 
@@ -95,7 +95,7 @@ def _accepts(port: int) -> bool:
 
 
 def test_the_stack_works_behind_pgbouncer_in_transaction_mode(
-    launch: Launch, pgbouncer: str, stub_worker: dramatiq.Worker
+    launch: Launch, pgbouncer: str, broker_worker: dramatiq.Worker
 ) -> None:
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     gate = {"Authorization": f"Bearer {GATE_TOKEN}"}
@@ -109,7 +109,7 @@ def test_the_stack_works_behind_pgbouncer_in_transaction_mode(
             for buyer in buyers:
                 launch.login(buyer)
                 launch.post_result(buyer, launch.add_card(buyer, launch.ready_card_list(buyer)))
-            drain(stub_worker)
+            drain(broker_worker)
             wait_until(lambda: all(launch.settled(b) for b in buyers), what="claims settled through pgbouncer")
             for n, buyer in enumerate(buyers):
                 (ticket,) = launch.tickets(buyer)

@@ -43,7 +43,7 @@ def safe_mode(launch: Launch) -> Launch:
     pushes._accounts.clear()
 
 
-def test_a_safe_mode_account_refuses_a_plain_push(safe_mode: Launch, stub_worker: dramatiq.Worker) -> None:
+def test_a_safe_mode_account_refuses_a_plain_push(safe_mode: Launch, broker_worker: dramatiq.Worker) -> None:
     launch = safe_mode
     buyer = launch.buyer()
     launch.login(buyer)
@@ -54,7 +54,7 @@ def test_a_safe_mode_account_refuses_a_plain_push(safe_mode: Launch, stub_worker
 
     plain = post(launch, forged, timestamp=int(time.time()), nonce="plain-1")
     encrypted = post(launch, forged, timestamp=int(time.time()), nonce="aes-1", safe_mode=True)
-    drain(stub_worker)
+    drain(broker_worker)
 
     assert plain.status_code == 403 and "safe mode" in plain.json()["detail"]
     assert (encrypted.status_code, encrypted.text) == (200, "success")
@@ -74,7 +74,7 @@ def test_a_push_outside_the_window_is_refused(launch: Launch, offset_s: int) -> 
 
 
 def test_a_replayed_timestamp_and_nonce_with_another_body_is_refused(
-    launch: Launch, stub_worker: dramatiq.Worker
+    launch: Launch, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a push WeChat delivered (a del of some other code)
     buyer = launch.buyer()
@@ -93,7 +93,7 @@ def test_a_replayed_timestamp_and_nonce_with_another_body_is_refused(
         timestamp=now,
         nonce="captured-1",
     )
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then the redelivery is the idempotent success, the forgery is refused and changes nothing
     assert [(a.status_code, a.text) for a in (first, again)] == [(200, "success")] * 2

@@ -17,7 +17,8 @@ from tests.claims.conftest import Launch
 from tests.conftest import ADMIN_TOKEN
 from tests.worlds import MakeWorld
 from wechat.fake import FakeWeChatControl
-from workers.credentials import refresh_all_credentials, refresh_credentials, resign_account
+from workers.credentials import refresh_all_credentials, refresh_credentials
+from workers.resign import resign_account
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 OA_BODY = {"app_secret": "a-secret-000", "server_token": "token-123"}

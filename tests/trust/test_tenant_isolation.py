@@ -40,7 +40,7 @@ def redemption_count() -> int:
 
 
 def test_another_accounts_pushes_do_not_touch_our_tickets(
-    launch: Launch, other_tenant: Tenant, stub_worker: dramatiq.Worker
+    launch: Launch, other_tenant: Tenant, broker_worker: dramatiq.Worker
 ) -> None:
     # Given a served ticket of our event, and its card and code known to the other tenant
     buyer = claimed(launch)
@@ -58,7 +58,7 @@ def test_another_accounts_pushes_do_not_touch_our_tickets(
 
     # When the other account pushes them to its own URL, correctly signed with its own token
     answers = [push_as(other_tenant, event, str(1000 + n)) for n, event in enumerate(events)]
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then each was stored and acknowledged, recorded as foreign, and nothing of ours changed
     assert [(a.status_code, a.text) for a in answers] == [(200, "success")] * len(events)
@@ -71,7 +71,7 @@ def test_another_accounts_pushes_do_not_touch_our_tickets(
 
 
 def test_another_mini_programs_user_cannot_claim_our_ticket_with_a_result(
-    launch: Launch, other_tenant: Tenant, stub_worker: dramatiq.Worker
+    launch: Launch, other_tenant: Tenant, broker_worker: dramatiq.Worker
 ) -> None:
     # Given our served ticket, and a user of the other mini program with an order of the same number
     buyer = claimed(launch)
@@ -91,7 +91,7 @@ def test_another_mini_programs_user_cannot_claim_our_ticket_with_a_result(
     answer = requests.post(
         f"{launch.api}/v1/orders/{buyer.order_no}/claim/result", json=result, headers=auth, timeout=10
     )
-    drain(stub_worker)
+    drain(broker_worker)
 
     # Then the order is not theirs and our ticket is untouched
     assert answer.status_code == 404

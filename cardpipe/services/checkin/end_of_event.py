@@ -10,12 +10,13 @@ its ``list_id`` is NULL, so it is not counted as an entry.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.checkin.lists import ListError, get_list
 from models import ConsumeSync, Presence, Redemption, RedemptionResult, Ticket, TicketState
 
@@ -24,7 +25,7 @@ END_GATE = "end-of-event"
 
 def consume_entered_tickets(session: Session, event_id: int, list_id: int, *, now: datetime | None = None) -> list[int]:
     """Redemption ids whose WeChat consume the caller queues after the commit."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     checkin_list = get_list(session, event_id, list_id)
     if not checkin_list.consume_at_end:
         raise ListError(f"list {list_id} does not consume at the end of the event (consume_at_end is off)")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, time
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.checkin.lists import UnknownList, event_lists
 from cardpipe.services.checkin.rules import zone
 from models import CheckinList, Direction, Event, Presence, Redemption, RedemptionResult
@@ -59,7 +60,7 @@ def event_occupancy(session: Session, event_id: int, *, now: datetime | None = N
     event = session.get(Event, event_id)
     if event is None:
         raise UnknownList(f"no event {event_id}")
-    since = local_midnight(now or datetime.now(UTC), event.timezone)
+    since = local_midnight(now or clock.now(), event.timezone)
     lists = {
         item.id: ListOccupancy(item.id, item.name, item.policy, item.capacity)
         for item in event_lists(session, event_id)

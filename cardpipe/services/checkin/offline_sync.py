@@ -22,13 +22,14 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.checkin import rules
 from cardpipe.services.checkin.admission import ListView, list_for_scan, move_inside, presence_row, upsert_statement
 from cardpipe.services.checkin.gates import GateIdentity
@@ -97,7 +98,7 @@ def merge(
     """Merge one uploaded batch (no commit; the caller commits, then queues ``consumes``)."""
     if len(scans) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} scans per upload")
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     view = list_for_scan(session, event_id=gate.event_id, list_id=gate.list_id, gate=gate.name)
     tickets = _lock_tickets(session, gate, view.list_id, {scan.code for scan in scans})
     report = MergeReport()

@@ -22,12 +22,13 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services.checkin.gates import GateIdentity
 from cardpipe.services.checkin.lists import get_list
 from models import CheckinList, Event, Order, Presence, Ticket, TicketState
@@ -82,7 +83,7 @@ class Snapshot:
 
 def snapshot(session: Session, gate: GateIdentity, *, now: datetime | None = None) -> Snapshot:
     """Everything the gate needs to decide scans alone, and the cursor for its deltas."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     checkin_list = get_list(session, gate.event_id, gate.list_id)
     event = session.get_one(Event, gate.event_id)
     key = checkin_list.snapshot_key
@@ -133,7 +134,7 @@ def snapshot(session: Session, gate: GateIdentity, *, now: datetime | None = Non
 def deltas(session: Session, gate: GateIdentity, cursor: datetime, *, now: datetime | None = None) -> dict[str, Any]:
     """Tickets whose state or history on the list changed since ``cursor`` (revocations, new
     tickets, other gates' scans), with their current values, the list's rules and a new cursor."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     since = cursor - CURSOR_OVERLAP
     checkin_list = get_list(session, gate.event_id, gate.list_id)
     event = session.get_one(Event, gate.event_id)

@@ -15,13 +15,12 @@ from sqlalchemy.orm import Session
 from cardpipe.services.readiness import signals
 from cardpipe.services.readiness.ports import PROBE_MEMORY_S, ReadinessPorts
 from cardpipe.services.readiness.report import Item, Section, Status, failing, ok, warning
-from models import Event, Order, Ticket, TicketState
+from models import RECEIVED_STATES, Event, Order, Ticket
 from wechat.client import CardApi
 from wechat.errors import BusinessError, ConfigurationError, WeChatError
 
 CARD = Section.CARD
 TICKET_CARD_TYPES = ("MEETING_TICKET", "SCENIC_TICKET")
-RECEIVED_STATES = (TicketState.CLAIMED, TicketState.REDEEMED, TicketState.DELETED, TicketState.REVOKED)
 #: WeChat's default per-user receive limit (protocol page §3.2).
 DEFAULT_GET_LIMIT = 50
 #: A code that no card can hold (custom codes are letters and digits).

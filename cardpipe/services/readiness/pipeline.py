@@ -10,12 +10,10 @@ from sqlalchemy.orm import Session
 from cardpipe.services.readiness import signals
 from cardpipe.services.readiness.ports import ReadinessPorts
 from cardpipe.services.readiness.report import Item, Section, failing, ok
-from models import CredentialKind, Event, EventState, Ticket, TicketState
+from models import CLAIMABLE_STATES, CredentialKind, Event, EventState, Ticket
 
 PRE = Section.PREISSUE
 SYSTEM = Section.SYSTEM
-#: Outstanding tickets whose signature a ticket rotation makes stale.
-OUTSTANDING = (TicketState.READY, TicketState.SERVED)
 BULK_QUEUE = "preissue"
 
 
@@ -56,7 +54,7 @@ def preissue_signatures(session: Session, ports: ReadinessPorts, event: Event, a
     stale = session.scalar(
         select(func.count()).where(
             Ticket.event_id == event.id,
-            Ticket.state.in_(OUTSTANDING),
+            Ticket.state.in_(CLAIMABLE_STATES),
             or_(Ticket.ticket_version.is_(None), Ticket.ticket_version < current.version),
         )
     )

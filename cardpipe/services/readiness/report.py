@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from cardpipe import clock
 
 
 class Status(StrEnum):
@@ -57,7 +59,7 @@ class Report:
 
     scope: str
     items: list[Item] = field(default_factory=list)
-    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    checked_at: datetime = field(default_factory=lambda: clock.now())
 
     @property
     def ready(self) -> bool:
