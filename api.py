@@ -13,10 +13,10 @@ from cardpipe.routes import (
     account_status,
     accounts,
     checkin,
-    client,
     docs,
     events,
     gate,
+    miniprogram,
     ops,
     ops_history,
     outages,
@@ -30,6 +30,7 @@ from cardpipe.routes.claim_poll import ClaimPollFastPath
 from cardpipe.routes.hygiene import SecurityHeaders
 from cardpipe.routes.limits import BodySizeLimit
 from cardpipe.routes.scan_fast_path import ScanFastPath
+from cardpipe.routes.wechat_push import PushFastPath
 from cardpipe.settings import get_settings
 
 
@@ -53,7 +54,7 @@ def create_app() -> FastAPI:
     app.mount("/ops/static", StaticFiles(directory=ops.STATIC_DIR), name="ops-static")
     app.include_router(stats.router)
     app.include_router(redemptions.router)
-    app.include_router(client.router)
+    app.include_router(miniprogram.router)
     app.include_router(wechat_push.router)
     app.include_router(events.router)
     app.include_router(readiness.router)
@@ -67,6 +68,7 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     settings = get_settings()
+    app.add_middleware(PushFastPath)
     app.add_middleware(ScanFastPath)
     app.add_middleware(
         BodySizeLimit,

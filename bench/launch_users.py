@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -206,4 +208,7 @@ def run(plan_path: str, concurrency: int) -> None:
 
     with open(plan_path) as handle:
         plan = json.load(handle)
-    print(json.dumps(uvloop.run(_main(plan, concurrency))))
+    figures = uvloop.run(_main(plan, concurrency))
+    # The event loop may leave stdout non-blocking: a long line to the pipe would be cut short.
+    os.set_blocking(sys.stdout.fileno(), True)
+    print(json.dumps(figures))

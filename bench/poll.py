@@ -76,7 +76,7 @@ def _seed(orders: int, fake_url: str) -> _Seeded:
     from cardpipe.runtime import credential_store
     from cardpipe.services import accounts
     from cardpipe.services.codes import new_codes
-    from cardpipe.services.sessions import MpSession, issue_token
+    from cardpipe.services.miniprogram_sessions import MpSession, issue_token
     from cardpipe.services.ticket_signing import sign_card_ext
     from models import Event, Order, Ticket, TicketState
     from models.event import UNAMBIGUOUS_ALPHABET
@@ -146,8 +146,8 @@ def _push_requests(seeded: _Seeded, count: int) -> list[str]:
     """``count`` distinct user_get_card pushes, signed as WeChat signs them (plain mode)."""
     from urllib.parse import urlencode
 
-    from wechat.events import UserGetCard
     from wechat.fake.pusher import PushTarget, signed_request
+    from wechat.pushes import UserGetCard
 
     target = PushTarget(seeded.oa_appid, None, seeded.server_token, None, False)
     now = int(time.time())

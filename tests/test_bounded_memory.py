@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import time
 
-from cardpipe.services import sessions
-from wechat.events import UserGetCard
+from cardpipe.services import miniprogram_sessions
 from wechat.fake.clock import OffsetClock
 from wechat.fake.pusher import EventPusher, PushTarget
+from wechat.pushes import UserGetCard
 
 
 def test_the_verified_session_cache_stays_within_its_size() -> None:
     expires_at = int(time.time()) + 3600
-    limit = sessions._decode.cache_info().maxsize
+    limit = miniprogram_sessions._decode.cache_info().maxsize
     assert limit is not None
     for index in range(limit + 500):
-        session = sessions.MpSession("wxmpbounded", "wxoabounded", f"o-bounded-{index}", None, expires_at)
-        assert sessions.verify_token(sessions.issue_token(session)) == session
-    assert sessions._decode.cache_info().currsize == limit
+        session = miniprogram_sessions.MpSession("wxmpbounded", "wxoabounded", f"o-bounded-{index}", None, expires_at)
+        assert miniprogram_sessions.verify_token(miniprogram_sessions.issue_token(session)) == session
+    assert miniprogram_sessions._decode.cache_info().currsize == limit
 
 
 def test_the_fake_keeps_only_its_newest_pushes() -> None:

@@ -1,10 +1,11 @@
-"""Claims queue: apply what ``wx.addCard`` returned to the Mini Program (stored in the inbox by
-``POST /v1/orders/{order_no}/claim/result``).
+"""Claims queue: what ``wx.addCard`` returned to the Mini Program (stored in the inbox by
+``POST /v1/claims/result``), and dropping poll records.
 
-A successful result whose tickets WeChat has not pushed yet waits for the push until its message
-is ``claim_push_grace_ms`` old (0 turns the wait off; the message is deferred, uncounted, and stays
-the outbox's until it is done), then is applied whatever arrived: the push makes the result's
-``code/decrypt`` calls unnecessary.
+Stored results are applied in batches by the inbox drain (:mod:`workers.inbox_drain`);
+:func:`process_client_result` applies one (:func:`cardpipe.services.result_effects.apply_one`)
+for the inbox sweep, which sends the rows the drain left. A successful result whose tickets WeChat
+has not pushed yet waits for the push until the result is ``claim_push_grace_ms`` old (the message
+is deferred, uncounted), then is applied whatever arrived.
 
 At-least-once safe: the inbox row is taken with ``FOR UPDATE SKIP LOCKED`` and marked processed
 in the same transaction as the ticket updates, which are guarded themselves. WeChat errors that
@@ -14,61 +15,44 @@ is counted on the inbox row first.
 
 from __future__ import annotations
 
-import time
-
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
 from cardpipe.db import session_scope
-from cardpipe.outbound import Deferred, deferral_ms
+from cardpipe.outbound import deferral_ms
 from cardpipe.runtime import credential_store, redis_client
 from cardpipe.services import claim_cache, inbox
-from cardpipe.services.claim_results import StoredResult, apply, awaits_push, own_tickets
+from cardpipe.services.result_effects import WeChatPorts, apply_one
 from cardpipe.settings import get_settings
 from workers.outbox import record_and_send
 
 MAX_RETRIES = 10
 
 
+def wechat_ports() -> WeChatPorts:
+    store = credential_store()
+    return WeChatPorts(decrypt=lambda appid: store.card_api(appid).code_decrypt, card_ticket=store.card_ticket)
+
+
 @dramatiq.actor(queue_name="claims", max_retries=MAX_RETRIES)
 def process_client_result(inbox_id: int) -> None:
-    store = credential_store()
-    stale: list[str] = []
     try:
         with session_scope() as session:
-            payload = inbox.take(session, inbox_id)
-            if payload is None:
-                return
-            stored = StoredResult.model_validate_json(payload)
-            own = own_tickets(session, stored.order_ids)
-            grace_left_s = _push_grace_left_s()
-            if grace_left_s > 0 and awaits_push(stored, own):
-                raise Deferred("waiting for WeChat's user_get_card push", time.time() + grace_left_s)
-            applied = apply(
-                session,
-                stored,
-                decrypt=store.card_api(stored.oa_appid).code_decrypt,
-                card_ticket=store.card_ticket,
-                own=own,
-            )
-            inbox.mark_processed(session, inbox_id, note="; ".join(applied.notes) or None)
-            stale = stored.cache_keys if applied.orders else []
+            stale = apply_one(session, inbox_id, wechat_ports(), grace_s=_push_grace_s())
     except Exception as exc:
         if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
             inbox.record_failure(inbox_id, exc)
         raise
-    invalidate_or_queue(stale)
+    invalidate_or_queue(stale or [])
 
 
-def _push_grace_left_s() -> float:
-    """How much longer the message being processed may wait for WeChat's push (none when run
+def _push_grace_s() -> float:
+    """How long a result may wait for WeChat's push, counted from its arrival (no wait when run
     outside a worker)."""
-    message = CurrentMessage.get_current_message()
-    if message is None:
+    if CurrentMessage.get_current_message() is None:
         return 0.0
-    age_s = time.time() - message.message_timestamp / 1000
-    return get_settings().claim_push_grace_ms / 1000 - age_s
+    return get_settings().claim_push_grace_ms / 1000
 
 
 @dramatiq.actor(queue_name="claims", max_retries=MAX_RETRIES, min_backoff=500, max_backoff=10_000)

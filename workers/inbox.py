@@ -14,7 +14,7 @@ from cardpipe.services import inbox, push_guard
 from cardpipe.settings import get_settings
 from models import InboxSource
 from workers.claims import process_client_result
-from workers.events import process_push
+from workers.pushes import process_push
 
 log = logging.getLogger(__name__)
 

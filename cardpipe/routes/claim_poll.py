@@ -11,7 +11,7 @@ Profiling showed FastAPI's routing and dependency resolution costing more than t
 work (the same poll as a FastAPI route with its dependencies made about a third of the requests
 per second on the 2-core benchmark machine), so :class:`ClaimPollFastPath`, a small ASGI layer
 in front of the app, answers the poll itself. The FastAPI route of the same path
-(``cardpipe.routes.client``) stays: it documents the endpoint in the OpenAPI schema and answers
+(``cardpipe.routes.miniprogram``) stays: it documents the endpoint in the OpenAPI schema and answers
 what this layer declines (an order number that is not one, for FastAPI's 422). Both go through
 :func:`poll_answer`. What the claims are (cached or rebuilt) is ``cardpipe.services.claim_answers``;
 this module is the HTTP around it.
@@ -28,11 +28,11 @@ from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardpipe.runtime import async_redis_client
-from cardpipe.services import claim_answers, claim_ownership, claim_payload, sessions
+from cardpipe.services import claim_answers, claim_ownership, claim_payload, miniprogram_sessions
 from cardpipe.services.claim_cache import CachedClaim
 from cardpipe.services.claim_payload import ClaimStatus
+from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from cardpipe.services.poll_tally import PollTally
-from cardpipe.services.sessions import InvalidSession, MpSession
 from wechat.errors import WeChatError
 from workers.outbox import flush
 from workers.preissue import issue_orders
@@ -85,7 +85,7 @@ async def poll_answer(authorization: str | None, order_no: str, if_none_match: s
     if token is None:
         return _error(401, "session token required (Authorization: Bearer …)", **{"www-authenticate": "Bearer"})
     try:
-        session = sessions.verify_token(token)
+        session = miniprogram_sessions.verify_token(token)
     except InvalidSession as exc:
         return _error(401, str(exc), **{"www-authenticate": "Bearer"})
     try:

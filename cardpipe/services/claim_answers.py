@@ -22,8 +22,8 @@ from cardpipe.runtime import async_redis_client, credential_store, redis_client
 from cardpipe.services import claim_cache, claim_payload, outbox
 from cardpipe.services.claim_cache import CachedClaim
 from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.miniprogram_sessions import MpSession
 from cardpipe.services.outbox import Intent
-from cardpipe.services.sessions import MpSession
 
 #: Hands committed intents to the broker (the entry point's outbox flush).
 SendIntents = Callable[[list[Intent]], None]

@@ -211,7 +211,7 @@ def apply(
             applied.notes.append(f"ticket {ticket_id}: code/decrypt refused (errcode {exc.errcode})")
     current = card_ticket(stored.oa_appid) if stored.spent else None
 
-    for ticket_id, card_id, code in reports:
+    for ticket_id, card_id, code in sorted(reports, key=lambda report: report[0]):  # in id order, as batches lock
         if code is None:
             outcome = claims.record_client_report(session, ticket_id=ticket_id, card_id=card_id)
         else:

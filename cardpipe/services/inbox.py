@@ -8,15 +8,15 @@ and marks the row processed in the same transaction, so a message run twice find
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, String, cast, exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
 from cardpipe.db import session_scope
-from models import InboxItem
+from models import InboxItem, InboxSource, OutboxMessage
 
 #: ``last_error`` is a diagnosis for ops, not a log: keep it short.
 MAX_ERROR_LENGTH = 500
@@ -62,6 +62,16 @@ def take(session: Session, inbox_id: int) -> str | None:
     ).one_or_none()
 
 
+def take_result(session: Session, inbox_id: int) -> tuple[str, datetime] | None:
+    """:func:`take` for a client result: its payload and when it was received."""
+    row = session.execute(
+        select(InboxItem.payload, InboxItem.received_at)
+        .where(InboxItem.id == inbox_id, InboxItem.processed_at.is_(None))
+        .with_for_update(skip_locked=True)
+    ).one_or_none()
+    return None if row is None else (row.payload, row.received_at)
+
+
 def take_push(session: Session, inbox_id: int) -> tuple[str, int | None] | None:
     """:func:`take` for a push: its payload and the official account whose URL it arrived at
     (the only tenant whose tickets it may touch)."""
@@ -71,6 +81,62 @@ def take_push(session: Session, inbox_id: int) -> tuple[str, int | None] | None:
         .with_for_update(skip_locked=True)
     ).one_or_none()
     return None if row is None else (row.payload, row.official_account_id)
+
+
+def take_pushes(session: Session, *, limit: int, max_attempts: int) -> list[tuple[int, str, int | None]]:
+    """Up to ``limit`` unprocessed pushes tried fewer than ``max_attempts`` times, oldest first,
+    locked for this transaction (rows another transaction holds are skipped): (id, payload, the
+    official account whose URL it arrived at)."""
+    rows = session.execute(
+        select(InboxItem.id, InboxItem.payload, InboxItem.official_account_id)
+        .where(
+            InboxItem.processed_at.is_(None),
+            InboxItem.source == InboxSource.WECHAT,
+            InboxItem.attempts < max_attempts,
+        )
+        .order_by(InboxItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [(row.id, row.payload, row.official_account_id) for row in rows]
+
+
+def take_results(session: Session, *, limit: int, max_attempts: int, passed_to: str) -> list[tuple[int, str, datetime]]:
+    """:func:`take_pushes` for client results — (id, payload, when it was received) — leaving out
+    the rows already passed on to the one-row actor ``passed_to`` (an open outbox intent to run it
+    with the row's id)."""
+    passed = exists().where(
+        OutboxMessage.actor == passed_to,
+        OutboxMessage.args == literal("[") + cast(InboxItem.id, String) + literal("]"),
+    )
+    rows = session.execute(
+        select(InboxItem.id, InboxItem.payload, InboxItem.received_at)
+        .where(
+            InboxItem.processed_at.is_(None),
+            InboxItem.source == InboxSource.CLIENT,
+            InboxItem.attempts < max_attempts,
+            ~passed,
+        )
+        .order_by(InboxItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [(row.id, row.payload, row.received_at) for row in rows]
+
+
+def mark_processed_many(session: Session, notes: dict[int, str | None]) -> None:
+    """:func:`mark_processed` for many rows (inbox id → note): those without a note in one update."""
+    plain = [inbox_id for inbox_id, note in notes.items() if note is None]
+    if plain:
+        session.execute(
+            update(InboxItem)
+            .where(InboxItem.id.in_(plain), InboxItem.processed_at.is_(None))
+            .values(processed_at=clock.now(), attempts=InboxItem.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+    for inbox_id, note in notes.items():
+        if note is not None:
+            mark_processed(session, inbox_id, note=note)
 
 
 def mark_processed(session: Session, inbox_id: int, *, note: str | None = None) -> None:

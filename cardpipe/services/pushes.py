@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, select
 
 from cardpipe.db import session_scope
-from cardpipe.services import inbox, outbox, push_guard
-from cardpipe.services.outbox import Intent
+from cardpipe.services import inbox, push_guard
 from models import InboxSource, OfficialAccount
 from wechat.crypto import MessageCrypto
 from wechat.errors import SignatureError
-from wechat.events import CardEvent, EventParseError, OtherEvent, event_from_fields, parse_xml
+from wechat.pushes import CardEvent, EventParseError, OtherEvent, event_from_fields, parse_xml
 from wechat.signing import server_signature, signatures_match
 
 ACCOUNT_CACHE_TTL_S = 30.0
@@ -127,23 +126,6 @@ def dedupe_key(account: PushAccount, event: CardEvent) -> str:
 
 def event_name(event: CardEvent) -> str:
     return event.name if isinstance(event, OtherEvent) else event.event
-
-
-def store_and_queue(
-    executor: Connection,
-    account: PushAccount,
-    query: PushQuery,
-    body: bytes,
-    event: CardEvent,
-    xml: str,
-    *,
-    actor: str,
-) -> Intent | None:
-    """Store the push and, in the same transaction, the intent to process it with ``actor``
-    (the inbox id is its argument); None for a redelivered push. Raises
-    ``push_guard.ReplayedPush`` (storing nothing) like :func:`store`."""
-    inbox_id = store(executor, account, query, body, event, xml)
-    return None if inbox_id is None else outbox.add(executor, actor, inbox_id)
 
 
 def store(

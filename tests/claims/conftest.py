@@ -13,7 +13,7 @@ from typing import Any
 import dramatiq
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api import create_app
 from cardpipe.db import session_scope
@@ -145,9 +145,22 @@ def inbox_rows(source: str | None = None) -> list[InboxItem]:
 
 
 def drain(worker: dramatiq.Worker) -> None:
-    """Wait until the claims and events queues are empty and nothing is in flight."""
+    """Wait until every stored push and client result is applied (here, besides the worker's own
+    inbox drain), the claims and events queues are empty and nothing is in flight."""
     from workers.broker import broker
+    from workers.inbox_drain import DRAIN_ATTEMPTS, drain_once
 
+    def inbox_applied() -> bool:
+        drain_once()
+        with session_scope() as session:
+            return not session.scalar(
+                select(func.count()).where(
+                    InboxItem.processed_at.is_(None),
+                    InboxItem.attempts < DRAIN_ATTEMPTS,
+                )
+            )
+
+    wait_until(inbox_applied, what="stored pushes and results applied")
     for queue in ("events", "claims"):
         broker.join(queue, timeout=30_000)
     worker.join()

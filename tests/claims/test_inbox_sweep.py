@@ -13,7 +13,7 @@ from cardpipe.db import session_scope
 from cardpipe.services import pushes
 from models import InboxItem, TicketState
 from tests.claims.conftest import Launch, drain, wait_until
-from wechat.events import UserGetCard, render_event
+from wechat.pushes import UserGetCard, render_event
 from workers.inbox import STALE_AFTER_S, requeue_stale_inbox
 
 

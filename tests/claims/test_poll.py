@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from cardpipe.credentials import CredentialStore
 from cardpipe.db import get_sessionmaker
-from cardpipe.routes import client
+from cardpipe.routes import miniprogram
 from cardpipe.runtime import credential_store, redis_client, wechat_http
 from cardpipe.services.queues import ACTOR_METRICS_KEY
 from models import CredentialKind, TicketState
@@ -156,7 +156,7 @@ def test_the_documented_route_answers_like_the_fast_path(launch: Launch) -> None
     buyer = launch.buyer()
     launch.login(buyer)
     plain = FastAPI()
-    plain.include_router(client.router)  # the FastAPI route alone, without ClaimPollFastPath
+    plain.include_router(miniprogram.router)  # the FastAPI route alone, without ClaimPollFastPath
 
     with TestClient(plain) as test_client:
         routed = test_client.get(f"/v1/orders/{buyer.order_no}/claim", headers=launch.auth(buyer))

@@ -14,10 +14,10 @@ import requests
 from models import InboxSource, TicketState
 from tests.claims.conftest import Launch, drain, inbox_rows, make_launch, wait_until
 from tests.worlds import World
-from wechat.events import CardEvent, CardPassCheck, OtherEvent, UserGetCard, render_event
 from wechat.fake import FakeWeChatControl
 from wechat.fake.pusher import PushTarget, signed_request
-from workers.events import process_push
+from wechat.pushes import CardEvent, CardPassCheck, OtherEvent, UserGetCard, render_event
+from workers.pushes import process_push
 
 
 def target(

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from cardpipe.db import session_scope
 from models import Event, OfficialAccount
 from tests.claims.conftest import Launch, drain
-from wechat.events import (
+from wechat.fake.pusher import PushTarget, signed_request
+from wechat.pushes import (
     CardEvent,
     CardNotPassCheck,
     CardPassCheck,
@@ -26,7 +27,6 @@ from wechat.events import (
     parse_event,
     render_event,
 )
-from wechat.fake.pusher import PushTarget, signed_request
 
 NOW = 1_790_000_000
 CARD_A, CARD_B = "pCardAAAAAAAAAAAAAAAAAAAAAAA", "pCardBBBBBBBBBBBBBBBBBBBBBBB"

@@ -15,8 +15,8 @@ from cardpipe.db import session_scope
 from cardpipe.services import pushes
 from models import InboxSource, OfficialAccount, TicketState
 from tests.claims.conftest import Launch, drain, inbox_rows
-from wechat.events import CardEvent, UserConsumeCard, UserDelCard
 from wechat.fake.pusher import PushTarget, signed_request
+from wechat.pushes import CardEvent, UserConsumeCard, UserDelCard
 
 
 def post(launch: Launch, event: CardEvent, *, timestamp: int, nonce: str, safe_mode: bool = False) -> requests.Response:

@@ -13,7 +13,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from api import create_app
-from cardpipe.services.sessions import MpSession, issue_token
+from cardpipe.services.miniprogram_sessions import MpSession, issue_token
 from tests.conftest import ADMIN_TOKEN, GATE_TOKEN
 from tests.worlds import World
 from wechat.fake import FakeWeChatServer

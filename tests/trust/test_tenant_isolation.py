@@ -13,8 +13,8 @@ import requests
 from models import InboxSource, Redemption, TicketState
 from tests.claims.conftest import Buyer, Launch, drain, inbox_rows
 from tests.trust.conftest import Tenant
-from wechat.events import CardEvent, CardNotPassCheck, UserConsumeCard, UserDelCard, UserGetCard
 from wechat.fake.pusher import PushTarget, signed_request
+from wechat.pushes import CardEvent, CardNotPassCheck, UserConsumeCard, UserDelCard, UserGetCard
 
 
 def push_as(tenant: Tenant, event: CardEvent, nonce: str) -> requests.Response:

@@ -9,7 +9,8 @@ import pytest
 
 from wechat.crypto import MessageCrypto
 from wechat.errors import SignatureError
-from wechat.events import (
+from wechat.fake import FakeWeChatControl, push_crypto
+from wechat.pushes import (
     CardNotPassCheck,
     CardPassCheck,
     UserConsumeCard,
@@ -18,7 +19,6 @@ from wechat.events import (
     parse_event,
     parse_xml,
 )
-from wechat.fake import FakeWeChatControl, push_crypto
 from wechat.signing import server_signature
 
 if TYPE_CHECKING:

@@ -15,12 +15,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from wechat.events import UserGetCard
 from wechat.fake.accounts import Person, Registry
 from wechat.fake.cards import CUSTOM_CODE, VERIFY_OK, Card, CardStore
 from wechat.fake.credentials import TicketMatch, TicketStore
 from wechat.fake.errcodes import ApiError
 from wechat.fake.push_crypto import sha1_sorted
+from wechat.pushes import UserGetCard
 
 #: What the person sees for each failure class (protocol page §5.4).
 _USER_TEXT = {40080: "参数错误", 40078: "卡券未审核", 45031: "已领完", 45033: "领取次数已达上限", 40116: "已领取"}

@@ -10,11 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from wechat.events import UserConsumeCard
 from wechat.fake.card_spec import parse_card
 from wechat.fake.cards import CONSUMED, NORMAL, UNAVAILABLE, Card
 from wechat.fake.errcodes import ApiError, ok
 from wechat.fake.state import TICKET_TYPES, FakePlatform, Outcome
+from wechat.pushes import UserConsumeCard
 
 CLEAR_QUOTA_PER_MONTH = 10
 

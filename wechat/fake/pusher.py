@@ -20,9 +20,9 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from wechat.events import CardEvent, EventParseError, parse_xml, render_encrypted_envelope, render_event
 from wechat.fake import push_crypto
 from wechat.fake.clock import OffsetClock
+from wechat.pushes import CardEvent, EventParseError, parse_xml, render_encrypted_envelope, render_event
 
 #: Push records the fake keeps (the newest; older ones are forgotten).
 PUSH_HISTORY = 50_000

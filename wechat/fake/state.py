@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from wechat.events import CardEvent, CardNotPassCheck, CardPassCheck, UserConsumeCard, UserDelCard
 from wechat.fake.accounts import AccountSettings, InvalidSetup, MiniProgram, OfficialAccount, Registry, UnknownEntity
 from wechat.fake.addcard import AddCardSession, UsedPairs
 from wechat.fake.card_spec import parse_card
@@ -23,6 +22,7 @@ from wechat.fake.credentials import TicketStore, TokenStore
 from wechat.fake.errcodes import ApiError
 from wechat.fake.faults import DailyQuotas
 from wechat.fake.pusher import PushTarget
+from wechat.pushes import CardEvent, CardNotPassCheck, CardPassCheck, UserConsumeCard, UserDelCard
 
 TICKET_TYPES = ("wx_card", "jsapi")
 

@@ -8,7 +8,9 @@ jscode2session's ``session_key`` is neither put in it nor kept: nothing in cardp
 it never leaves the call that received it.
 
 Verification is cached per token in-process, because the hot poll path sees the same token every
-second; the expiry is still checked on every call.
+second; the expiry is still checked on every call. A mini program's AppSecret and official
+account are cached in-process for ``MINI_PROGRAM_CACHE_TTL_S``: every login needs them, and
+reading (and decrypting) them from the database was a transaction per login.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,6 +41,10 @@ MAX_TOKEN_LENGTH = 1024
 #: Verified tokens kept per process (about 660 bytes each). Enough for every user polling at a
 #: launch at once; a larger cache only grew the api process by each new user's session for hours.
 _VERIFIED_CACHE_SIZE = 4_096
+MINI_PROGRAM_CACHE_TTL_S = 30.0
+
+_mini_programs: dict[str, tuple[float, tuple[str, str]]] = {}
+_mini_programs_lock = threading.Lock()
 
 
 class InvalidSession(Exception):
@@ -111,9 +118,12 @@ def verify_token(token: str, *, now: float | None = None) -> MpSession:
     return session
 
 
-def login(mp_appid: str, js_code: str) -> tuple[str, MpSession]:
-    """Exchange ``wx.login``'s code for a session token (one jscode2session call to WeChat).
-    Raises UnknownMiniProgram, or the typed ``wechat.errors`` error WeChat answered."""
+def _mini_program(mp_appid: str) -> tuple[str, str]:
+    """(AppSecret, official account appid) of a registered mini program; UnknownMiniProgram."""
+    with _mini_programs_lock:
+        cached = _mini_programs.get(mp_appid)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
     with session_scope() as db:
         row = db.execute(
             select(MiniProgram.app_secret, OfficialAccount.appid)
@@ -122,7 +132,16 @@ def login(mp_appid: str, js_code: str) -> tuple[str, MpSession]:
         ).one_or_none()
     if row is None:
         raise UnknownMiniProgram(f"no mini program {mp_appid!r}")
-    secret, oa_appid = row
+    found = (str(row[0]), str(row[1]))
+    with _mini_programs_lock:
+        _mini_programs[mp_appid] = (time.monotonic() + MINI_PROGRAM_CACHE_TTL_S, found)
+    return found
+
+
+def login(mp_appid: str, js_code: str) -> tuple[str, MpSession]:
+    """Exchange ``wx.login``'s code for a session token (one jscode2session call to WeChat).
+    Raises UnknownMiniProgram, or the typed ``wechat.errors`` error WeChat answered."""
+    secret, oa_appid = _mini_program(mp_appid)
     answer = MiniProgramApi(wechat_http()).jscode2session(mp_appid, secret, js_code)
     signals.record_login(redis_client(), mp_appid, with_unionid=answer.unionid is not None)
     session = MpSession(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from wechat.events import (
+from wechat.pushes import (
     CardNotPassCheck,
     EventParseError,
     OtherEvent,

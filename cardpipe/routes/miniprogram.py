@@ -10,34 +10,36 @@ The poll (``GET /v1/orders/{order_no}/claim``) is the launch-day hot path; it li
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import authenticates
 from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
 from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import redis_client
-from cardpipe.services import claim_cache, claim_ownership, claim_payload, claim_results, login_limits, outbox, sessions
+from cardpipe.services import (
+    claim_ownership,
+    claim_payload,
+    claim_results,
+    login_limits,
+    miniprogram_sessions,
+    result_intake,
+)
 from cardpipe.services.claim_answers import card_ticket
 from cardpipe.services.claim_ownership import OrderRef
 from cardpipe.services.claim_payload import ClaimStatus
 from cardpipe.services.claim_results import AddCardResult
-from cardpipe.services.sessions import InvalidSession, MpSession
-from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
+from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from cardpipe.settings import get_settings
 from wechat.errors import BusinessError, MinuteQuotaError, WeChatError
-from workers.claims import invalidate_claims, process_client_result
+from workers.claims import invalidate_claims
 from workers.credentials import refresh_card_ticket_now
 from workers.outbox import flush
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["claim"])
 
@@ -58,7 +60,7 @@ async def current_session(credentials: Annotated[HTTPAuthorizationCredentials | 
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session token required (Authorization: Bearer …)")
     try:
-        return sessions.verify_token(credentials.credentials)
+        return miniprogram_sessions.verify_token(credentials.credentials)
     except InvalidSession as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
 
@@ -191,8 +193,8 @@ def create_session(body: SessionIn, request: Request) -> SessionOut:
             headers={"Retry-After": str(verdict.retry_after_s)},
         )
     try:
-        token, session = sessions.login(body.appid, body.code)
-    except sessions.UnknownMiniProgram as exc:
+        token, session = miniprogram_sessions.login(body.appid, body.code)
+    except miniprogram_sessions.UnknownMiniProgram as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except BusinessError as exc:
         raise HTTPException(
@@ -282,35 +284,22 @@ def post_claim_result(order_no: OrderNo, body: AddCardResult, session: CurrentSe
 
 
 def _accept_result(session: MpSession, order_nos: list[str], result: AddCardResult) -> claim_results.Accepted:
-    """Store the result, queue its processing, and invalidate the polls of what it re-signed."""
     refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
-    intents = []
     try:
-        with session_scope() as db:
-            accepted = claim_results.accept(db, refs, result, card_ticket=card_ticket)
-            if accepted.inbox_id is not None:
-                intents.append(outbox.add(db, process_client_result.actor_name, accepted.inbox_id))
-            if accepted.resigned_orders:  # their poll records are these refs' records
-                intents.append(outbox.add(db, invalidate_claims.actor_name, [ref.cache_key for ref in refs]))
+        return result_intake.receive(refs, result, _RESULT_PORTS, oa_appid=session.oa_appid)
     except claim_ownership.UnknownOrders as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except WeChatError as exc:
         raise _wechat_unavailable(exc) from None
-    if accepted.resigned_orders:
-        claim_cache.invalidate_quietly(redis_client(), [ref.cache_key for ref in refs])
-    flush(intents)
-    if accepted.inbox_id is not None and is_signature_failure(result.errMsg):
-        _report_signature_failure(session.oa_appid)
-    return accepted
 
 
-def _report_signature_failure(oa_appid: str) -> None:
-    """Best effort: with Redis away the report is dropped (the scheduler refreshes tickets anyway)."""
-    try:
-        if report_signature_failure(redis_client(), oa_appid):
-            refresh_card_ticket_now.send(oa_appid)
-    except RedisError as exc:
-        log.warning("signature failure report of %s dropped: %s", oa_appid, exc)
+_RESULT_PORTS = result_intake.ResultPorts(
+    card_ticket=card_ticket,
+    invalidate_actor=invalidate_claims.actor_name,
+    send=flush,
+    redis=redis_client,
+    refresh_card_ticket=refresh_card_ticket_now.send,
+)
 
 
 class OpenCardItem(BaseModel):

@@ -1,5 +1,5 @@
-"""Events queue: act on WeChat's card event pushes (stored in the inbox by
-``POST /wechat/{oa_appid}/events``).
+"""What WeChat's card event pushes (stored in the inbox by ``POST /wechat/{oa_appid}/events``)
+change:
 
 - ``user_get_card`` → the ticket its OuterStr names is claimed (or, if the client callback came
   first, confirmed by WeChat too), with the holder's OA openid and unionid;
@@ -12,8 +12,8 @@ Tenant scoping: a push acts only on the event of the official account whose URL 
 (the inbox row's account) whose card it names; a card of any other event is noted as foreign and
 changes nothing, whatever code or OuterStr the push carries.
 
-At-least-once safe in the same way as ``workers.claims``: inbox row locked and marked in the
-transaction of the guarded updates.
+At-least-once safe: :func:`apply_push` takes the inbox row locked (``SKIP LOCKED``) and marks it
+processed in the transaction of the guarded updates, so a push applied twice finds it done.
 """
 
 from __future__ import annotations
@@ -22,18 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import dramatiq
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-import workers.broker  # noqa: F401  (binds the broker before any actor is declared)
-from cardpipe.db import session_scope
-from cardpipe.outbound import deferral_ms
 from cardpipe.services import card_audit, claim_ownership, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.wechat_consumes import record_wechat_consume
 from models import Ticket
-from wechat.events import (
+from wechat.pushes import (
     CardEvent,
     CardNotPassCheck,
     CardPassCheck,
@@ -42,9 +38,6 @@ from wechat.events import (
     UserGetCard,
     parse_event,
 )
-from workers.claims import invalidate_or_queue
-
-MAX_RETRIES = 10
 
 
 @dataclass
@@ -133,31 +126,77 @@ _HANDLERS: dict[type[CardEvent], Callable[[Session, CardEvent, int], Handled]] =
 }
 
 
-def handle(session: Session, event: CardEvent, *, official_account_id: int | None) -> Handled:
+#: (official account id, card id) → the event of that account with that card (None: none).
+EventsOfCards = dict[tuple[int | None, str], int | None]
+
+
+def handle(
+    session: Session, event: CardEvent, *, official_account_id: int | None, events_of_cards: EventsOfCards | None = None
+) -> Handled:
     """Act on a push that arrived at ``official_account_id``'s URL: only on the event of that
-    account whose card the push names; a card of anyone else's is noted as foreign."""
+    account whose card the push names; a card of anyone else's is noted as foreign.
+    ``events_of_cards`` remembers the lookups within one transaction (a batch of pushes)."""
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return Handled()
-    event_id = tenancy.event_of_card(session, official_account_id=official_account_id, card_id=event.card_id)
+    known = {} if events_of_cards is None else events_of_cards
+    key = (official_account_id, event.card_id)
+    if key not in known:
+        known[key] = tenancy.event_of_card(session, official_account_id=official_account_id, card_id=event.card_id)
+    event_id = known[key]
     if event_id is None:
         return Handled(note=tenancy.foreign_card_note(event.card_id))
     return handler(session, event, event_id)
 
 
-@dramatiq.actor(queue_name="events", max_retries=MAX_RETRIES)
-def process_push(inbox_id: int) -> None:
-    try:
-        with session_scope() as session:
-            taken = inbox.take_push(session, inbox_id)
-            if taken is None:
-                return
-            payload, official_account_id = taken
-            handled = handle(session, parse_event(payload), official_account_id=official_account_id)
-            inbox.mark_processed(session, inbox_id, note=handled.note)
-            stale = claim_ownership.cache_keys(session, handled.orders)
-    except Exception as exc:
-        if deferral_ms(exc) is None:  # a quota deferral is not a failed attempt
-            inbox.record_failure(inbox_id, exc)
-        raise
-    invalidate_or_queue(stale)
+@dataclass(frozen=True, slots=True)
+class Drained:
+    #: The inbox rows applied and marked processed.
+    inbox_ids: list[int]
+    #: The poll records the changes made stale.
+    cache_keys: list[str]
+
+
+def lock_tickets(session: Session, *where: ColumnElement[bool]) -> None:
+    """Lock the tickets a batch is about to change, in id order, before its first change: batches
+    and one-row transactions (which change their tickets in id order) then never wait on each
+    other in a circle."""
+    session.execute(select(Ticket.id).where(*where).order_by(Ticket.id).with_for_update()).all()
+
+
+def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained:
+    """Apply up to ``limit`` unprocessed pushes (oldest first, rows other transactions hold
+    skipped) and mark them processed, all in this transaction. A push that raises fails the
+    whole batch: the caller then applies the rows one by one (:func:`apply_push`)."""
+    notes: dict[int, str | None] = {}
+    orders: set[int] = set()
+    events_of_cards: EventsOfCards = {}
+    taken = [
+        (inbox_id, parse_event(payload), official_account_id)
+        for inbox_id, payload, official_account_id in inbox.take_pushes(session, limit=limit, max_attempts=max_attempts)
+    ]
+    named = {
+        int(event.outer_str)
+        for _, event, _ in taken
+        if isinstance(event, UserGetCard) and event.outer_str.isdigit() and int(event.outer_str) <= _MAX_TICKET_ID
+    }
+    if named:
+        lock_tickets(session, Ticket.id.in_(named))
+    for inbox_id, event, official_account_id in taken:
+        handled = handle(session, event, official_account_id=official_account_id, events_of_cards=events_of_cards)
+        notes[inbox_id] = handled.note
+        orders.update(handled.orders)
+    inbox.mark_processed_many(session, notes)
+    return Drained(list(notes), claim_ownership.cache_keys(session, orders))
+
+
+def apply_push(session: Session, inbox_id: int) -> list[str] | None:
+    """Apply the unprocessed push ``inbox_id`` and mark it processed; the poll records the change
+    made stale, or None when the row is done or being done elsewhere."""
+    taken = inbox.take_push(session, inbox_id)
+    if taken is None:
+        return None
+    payload, official_account_id = taken
+    handled = handle(session, parse_event(payload), official_account_id=official_account_id)
+    inbox.mark_processed(session, inbox_id, note=handled.note)
+    return claim_ownership.cache_keys(session, handled.orders)

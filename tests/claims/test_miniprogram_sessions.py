@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cardpipe.services import sessions
-from cardpipe.services.sessions import InvalidSession, MpSession
+from cardpipe.services import miniprogram_sessions
+from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from tests.claims.conftest import Launch
 
 
@@ -26,7 +26,7 @@ def test_login_returns_a_token_for_the_users_mp_identity(launch: Launch) -> None
 
     assert status == 200, body
     assert set(body) == {"token", "expires_at", "expires_in", "openid"}
-    session = sessions.verify_token(body["token"])
+    session = miniprogram_sessions.verify_token(body["token"])
     identity = launch.fake.person(person)
     assert session.openid == identity["openids"][launch.world.mp_appid] == body["openid"]
     assert session.unionid == identity["unionid"]
@@ -36,7 +36,7 @@ def test_login_returns_a_token_for_the_users_mp_identity(launch: Launch) -> None
 
 def test_the_session_key_never_leaves_the_server(launch: Launch) -> None:
     status, body = login(launch, launch.fake.login(launch.world.person, launch.world.mp_appid))
-    payload = sessions._unb64(body["token"].split(".")[0]).decode()
+    payload = miniprogram_sessions._unb64(body["token"].split(".")[0]).decode()
 
     assert status == 200 and "session_key" not in str(body) and "session_key" not in payload
     assert set(json.loads(payload)) == {"mp", "oa", "o", "u", "exp"}
@@ -62,15 +62,17 @@ def test_an_unknown_mini_program_is_a_404_and_a_bad_body_a_422(launch: Launch) -
 
 def test_forged_expired_and_malformed_tokens_are_refused(launch: Launch) -> None:
     good = MpSession("wxmp0000001", "wxoa0000001", "o-1", None, int(time.time()) + 60)
-    token = sessions.issue_token(good)
-    assert sessions.verify_token(token) == good
+    token = miniprogram_sessions.issue_token(good)
+    assert miniprogram_sessions.verify_token(token) == good
 
     payload, mac = token.split(".")
-    forged = sessions._b64(sessions._unb64(payload).replace(b"o-1", b"o-2")) + "." + mac
-    expired = sessions.issue_token(MpSession("wxmp0000001", "wxoa0000001", "o-1", None, int(time.time()) - 1))
+    forged = miniprogram_sessions._b64(miniprogram_sessions._unb64(payload).replace(b"o-1", b"o-2")) + "." + mac
+    expired = miniprogram_sessions.issue_token(
+        MpSession("wxmp0000001", "wxoa0000001", "o-1", None, int(time.time()) - 1)
+    )
     for bad, reason in [(forged, "signature"), (expired, "expired"), ("x" * 2000, "malformed"), ("abc", "malformed")]:
         with pytest.raises(InvalidSession, match=reason):
-            sessions.verify_token(bad)
+            miniprogram_sessions.verify_token(bad)
 
 
 def test_claim_endpoints_need_a_valid_session(launch: Launch) -> None:

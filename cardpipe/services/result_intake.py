@@ -1,0 +1,69 @@
+"""Receiving what ``wx.addCard`` told the Mini Program: the use case behind the result endpoints.
+
+In one transaction the result is accepted (:func:`claim_results.accept`: stored, deduplicated,
+what it spent re-signed) together with, when it re-signed, the outbox intent to drop the poll
+records of what it re-signed. The stored result is the workers' inbox drain's to apply (the
+committed row is its work item: no message). After the commit the intent is sent, the poll
+records are dropped right away when Redis answers (the intent covers it otherwise), and a
+signature failure is reported (best effort).
+
+The entry point passes the ports in: the invalidating actor's name, the sender of intents, Redis,
+and the forced card-ticket refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from cardpipe.credentials import StoredCredential
+from cardpipe.db import session_scope
+from cardpipe.services import claim_cache, claim_results, outbox
+from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.claim_results import Accepted, AddCardResult
+from cardpipe.services.outbox import Intent
+from cardpipe.services.signature_reports import is_signature_failure, report_signature_failure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPorts:
+    card_ticket: Callable[[str], StoredCredential]
+    #: The actor dropping poll records (their keys are the argument).
+    invalidate_actor: str
+    send: Callable[[Sequence[Intent]], object]
+    redis: Callable[[], Redis]
+    refresh_card_ticket: Callable[[str], None]
+
+
+def receive(refs: Sequence[OrderRef], result: AddCardResult, ports: ResultPorts, *, oa_appid: str) -> Accepted:
+    """Accept the result of the claim of ``refs`` (one caller's orders, of a mini program linked
+    to official account ``oa_appid``) and queue what follows.
+    Raises ``claim_ownership.UnknownOrders`` (storing nothing) if the caller lacks any of the orders, and
+    WeChat's errors if the card ticket a re-sign needs cannot be had."""
+    intents: list[Intent] = []
+    cache_keys = [ref.cache_key for ref in refs]
+    with session_scope() as db:
+        accepted = claim_results.accept(db, refs, result, card_ticket=ports.card_ticket)
+        if accepted.resigned_orders:  # their poll records are these refs' records
+            intents.append(outbox.add(db, ports.invalidate_actor, cache_keys))
+    if accepted.resigned_orders:
+        claim_cache.invalidate_quietly(ports.redis(), cache_keys)
+    ports.send(intents)
+    if accepted.inbox_id is not None and is_signature_failure(result.errMsg):
+        _report_signature_failure(ports, oa_appid)
+    return accepted
+
+
+def _report_signature_failure(ports: ResultPorts, oa_appid: str) -> None:
+    """Best effort: with Redis away the report is dropped (the scheduler refreshes tickets anyway)."""
+    try:
+        if report_signature_failure(ports.redis(), oa_appid):
+            ports.refresh_card_ticket(oa_appid)
+    except RedisError as exc:
+        log.warning("signature failure report of %s dropped: %s", oa_appid, exc)
