@@ -172,6 +172,34 @@ def awaits_push(stored: StoredResult, own: dict[int, bool]) -> bool:
     return any(not own.get(ticket[0], True) for ticket in named if ticket is not None)
 
 
+#: (ticket id, card id, decrypted code — None when WeChat already proved the claim)
+Report = tuple[int, str, str | None]
+
+
+def received_reports(
+    stored: StoredResult, own: dict[int, bool], decrypt: Callable[[str], str], applied: Applied
+) -> list[Report]:
+    """The tickets a successful result reports received, in id order (as batches lock them):
+    a code is decrypted only for a ticket WeChat's push has not proved (see :func:`apply`).
+    Items naming none of the orders' tickets, and codes WeChat refuses, are noted in ``applied``."""
+    received = [item for item in stored.result.cardList if stored.result.ok and item.isSuccess and item.code]
+    reports: list[Report] = []
+    for item in received:
+        named = _ext_ticket(item.cardExt)
+        if named is None or named[0] not in own:
+            applied.notes.append(f"{item.cardId}: cardExt names none of the order's tickets")
+            continue
+        ticket_id = named[0]
+        if own[ticket_id]:
+            reports.append((ticket_id, item.cardId, None))
+            continue
+        try:
+            reports.append((ticket_id, item.cardId, decrypt(item.code or "")))
+        except BusinessError as exc:
+            applied.notes.append(f"ticket {ticket_id}: code/decrypt refused (errcode {exc.errcode})")
+    return sorted(reports, key=lambda report: report[0])
+
+
 def apply(
     session: Session,
     stored: StoredResult,
@@ -193,25 +221,10 @@ def apply(
     holds its write locks across a network call (on SQLite that lock is the whole database's)."""
     applied = Applied()
     own = own_tickets(session, stored.order_ids) if own is None else own
-    received = [item for item in stored.result.cardList if stored.result.ok and item.isSuccess and item.code]
-    #: (ticket id, card id, decrypted code — None when WeChat already proved the claim)
-    reports: list[tuple[int, str, str | None]] = []
-    for item in received:
-        named = _ext_ticket(item.cardExt)
-        if named is None or named[0] not in own:
-            applied.notes.append(f"{item.cardId}: cardExt names none of the order's tickets")
-            continue
-        ticket_id = named[0]
-        if own[ticket_id]:
-            reports.append((ticket_id, item.cardId, None))
-            continue
-        try:
-            reports.append((ticket_id, item.cardId, decrypt(item.code or "")))
-        except BusinessError as exc:
-            applied.notes.append(f"ticket {ticket_id}: code/decrypt refused (errcode {exc.errcode})")
+    reports = received_reports(stored, own, decrypt, applied)
     current = card_ticket(stored.oa_appid) if stored.spent else None
 
-    for ticket_id, card_id, code in sorted(reports, key=lambda report: report[0]):  # in id order, as batches lock
+    for ticket_id, card_id, code in reports:
         if code is None:
             outcome = claims.record_client_report(session, ticket_id=ticket_id, card_id=card_id)
         else:

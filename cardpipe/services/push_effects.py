@@ -14,21 +14,30 @@ changes nothing, whatever code or OuterStr the push carries.
 
 At-least-once safe: :func:`apply_push` takes the inbox row locked (``SKIP LOCKED``) and marks it
 processed in the transaction of the guarded updates, so a push applied twice finds it done.
+
+A batch (:func:`apply_pending`) locks the tickets its ``user_get_card`` pushes name and reads them
+in the same statement; each push's outcome is decided from those locked rows, in arrival order
+(the exact rules of ``claims.confirm_claim``), and the changes are written together as one
+guarded ``UPDATE`` executed for every changed ticket (a row that no longer matches its guard
+fails the batch, which is then applied push by push). Any other push is applied by its handler
+after the claims decided so far are written, and the locked rows are read again after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import Boolean, ColumnElement, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from cardpipe import clock
 from cardpipe.services import card_audit, claim_ownership, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.wechat_consumes import record_wechat_consume
-from models import Ticket
+from models import CLAIMABLE_STATES, RECEIVED_STATES, Ticket, TicketState
 from wechat.pushes import (
     CardEvent,
     CardNotPassCheck,
@@ -157,11 +166,26 @@ class Drained:
     cache_keys: list[str]
 
 
-def lock_tickets(session: Session, *where: ColumnElement[bool]) -> None:
-    """Lock the tickets a batch is about to change, in id order, before its first change: batches
-    and one-row transactions (which change their tickets in id order) then never wait on each
-    other in a circle."""
-    session.execute(select(Ticket.id).where(*where).order_by(Ticket.id).with_for_update()).all()
+def locked_tickets(session: Session, *where: ColumnElement[bool]) -> dict[int, dict[str, Any]]:
+    """Lock the tickets a batch is about to change, in id order, before its first change (batches
+    and one-row transactions, which change their tickets in id order, then never wait on each
+    other in a circle), and read what a batch decides on: ticket id → its columns."""
+    rows = session.execute(
+        select(
+            Ticket.id,
+            Ticket.order_id,
+            Ticket.event_id,
+            Ticket.card_id,
+            Ticket.code,
+            Ticket.state,
+            Ticket.confirmed_by_wechat,
+            Ticket.confirmed_by_client,
+        )
+        .where(*where)
+        .order_by(Ticket.id)
+        .with_for_update()
+    )
+    return {row.id: row._asdict() for row in rows}
 
 
 def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained:
@@ -178,16 +202,121 @@ def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained
     named = {
         int(event.outer_str)
         for _, event, _ in taken
-        if isinstance(event, UserGetCard) and event.outer_str.isdigit() and int(event.outer_str) <= _MAX_TICKET_ID
+        if isinstance(event, UserGetCard) and _names_ticket(event.outer_str)
     }
-    if named:
-        lock_tickets(session, Ticket.id.in_(named))
+    got_cards = _GetCardBatch(session, named)
     for inbox_id, event, official_account_id in taken:
-        handled = handle(session, event, official_account_id=official_account_id, events_of_cards=events_of_cards)
+        handled = None
+        if isinstance(event, UserGetCard):
+            handled = got_cards.claim(event, official_account_id, events_of_cards)
+        if handled is None:
+            got_cards.write()
+            handled = handle(session, event, official_account_id=official_account_id, events_of_cards=events_of_cards)
+            got_cards.forget()
         notes[inbox_id] = handled.note
         orders.update(handled.orders)
+    got_cards.write()
     inbox.mark_processed_many(session, notes)
     return Drained(list(notes), claim_ownership.cache_keys(session, orders))
+
+
+def _names_ticket(outer_str: str) -> bool:
+    return outer_str.isdigit() and int(outer_str) <= _MAX_TICKET_ID
+
+
+_T = Ticket.__table__
+#: One ticket's user_get_card, guarded exactly as ``claims.confirm_claim``'s updates are.
+_CONFIRM_BY_WECHAT = (
+    update(_T)
+    .where(
+        _T.c.id == bindparam("b_id"),
+        _T.c.card_id == bindparam("b_card_id"),
+        or_(_T.c.code == bindparam("b_code"), _T.c.code.is_(None)),
+        _T.c.state == bindparam("b_old_state"),
+        _T.c.confirmed_by_wechat.is_(False),
+    )
+    .values(
+        state=bindparam("b_state"),
+        confirmed_by_wechat=True,
+        code=func.coalesce(_T.c.code, bindparam("b_code")),
+        confirmed_at=bindparam("b_now", type_=_T.c.confirmed_at.type),
+        updated_at=bindparam("b_now", type_=_T.c.updated_at.type),
+        claimed_at=case(
+            (bindparam("b_claims", type_=Boolean()), bindparam("b_now", type_=_T.c.claimed_at.type)),
+            else_=func.coalesce(_T.c.claimed_at, bindparam("b_now", type_=_T.c.claimed_at.type)),
+        ),
+        oa_openid=func.coalesce(bindparam("b_oa_openid"), _T.c.oa_openid),
+        unionid=func.coalesce(bindparam("b_unionid"), _T.c.unionid),
+    )
+)
+
+
+class _GetCardBatch:
+    """The ``user_get_card`` pushes of a batch: decided on the locked ticket rows, written together."""
+
+    def __init__(self, session: Session, ticket_ids: Collection[int]) -> None:
+        self.session = session
+        self.ticket_ids = sorted(ticket_ids)
+        self.rows: dict[int, dict[str, Any]] | None = None
+        self.changes: dict[int, dict[str, Any]] = {}
+        self._read()
+
+    def _read(self) -> None:
+        self.rows = locked_tickets(self.session, Ticket.id.in_(self.ticket_ids)) if self.ticket_ids else {}
+
+    def forget(self) -> None:
+        """Another handler may have changed the tickets: read them again."""
+        self._read()
+
+    def claim(self, event: UserGetCard, official_account_id: int | None, known: EventsOfCards) -> Handled | None:
+        """The push's outcome, decided on the locked row of the ticket its OuterStr names; None
+        for a push :func:`handle` must apply (a gift, a foreign card, a ticket found by code)."""
+        if event.is_give_by_friend or not _names_ticket(event.outer_str):
+            return None
+        key = (official_account_id, event.card_id)
+        if key not in known:
+            known[key] = tenancy.event_of_card(
+                self.session, official_account_id=official_account_id, card_id=event.card_id
+            )
+        event_id = known[key]
+        assert self.rows is not None
+        row = self.rows.get(int(event.outer_str))
+        if event_id is None or row is None or row["event_id"] != event_id:
+            return None
+        ticket_id = row["id"]
+        if row["card_id"] != event.card_id or row["code"] not in (None, event.code):
+            return Handled(note=f"ticket {ticket_id}: UserCardCode is not the ticket's code")
+        if row["state"] in CLAIMABLE_STATES:
+            claims_it = True
+        elif row["state"] in RECEIVED_STATES and not row["confirmed_by_wechat"]:
+            claims_it = False
+        elif row["state"] in RECEIVED_STATES:
+            return Handled(orders=[row["order_id"]])  # this signal had already confirmed it
+        else:
+            return Handled(note=f"ticket {ticket_id}: UserCardCode is not the ticket's code")
+        self.changes[ticket_id] = {
+            "b_id": ticket_id,
+            "b_card_id": event.card_id,
+            "b_code": event.code,
+            "b_old_state": row["state"],
+            "b_state": TicketState.CLAIMED if claims_it else row["state"],
+            "b_claims": claims_it,
+            "b_oa_openid": event.from_user or None,
+            "b_unionid": event.union_id or None,
+        }
+        row.update(state=self.changes[ticket_id]["b_state"], confirmed_by_wechat=True, code=row["code"] or event.code)
+        return Handled(orders=[row["order_id"]])
+
+    def write(self) -> None:
+        """Write the claims decided so far: every changed ticket must still match its guard."""
+        if not self.changes:
+            return
+        now = clock.now()
+        params = [{**change, "b_now": now} for change in self.changes.values()]
+        self.changes = {}
+        changed = self.session.connection().execute(_CONFIRM_BY_WECHAT, params).rowcount
+        if changed != len(params):
+            raise RuntimeError(f"{len(params) - changed} locked tickets changed under a batch of pushes")
 
 
 def apply_push(session: Session, inbox_id: int) -> list[str] | None:

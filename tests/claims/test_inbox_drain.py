@@ -10,10 +10,11 @@ import dramatiq
 from sqlalchemy import select
 
 from cardpipe.db import session_scope
-from cardpipe.services import inbox
+from cardpipe.services import inbox, push_effects
 from models import InboxItem, InboxSource, OfficialAccount, OutboxMessage, TicketState
 from tests.claims.conftest import Launch, inbox_rows, wait_until
 from tests.claims.test_pushes import got_card, push
+from wechat.pushes import render_event
 from workers.inbox_drain import DRAIN_ATTEMPTS, drain_once
 
 
@@ -99,3 +100,46 @@ def test_a_result_the_push_proved_is_applied_by_the_drain_without_a_message(
     assert "/card/code/decrypt" not in launch.fake.stats(launch.world.oa_appid).get("errcodes", {})
     (row,) = [r for r in inbox_rows(InboxSource.CLIENT)]
     assert (row.processed_at is not None, row.attempts, row.last_error) == (True, 1, None)
+
+
+def test_a_batch_of_pushes_decides_each_on_the_locked_rows_in_arrival_order(
+    launch: Launch, broker_worker: dramatiq.Worker
+) -> None:
+    # Given a served ticket and, stored in one transaction (no drain sees them before the batch),
+    # its user_get_card, a redelivery of it under another CreateTime, and one with a wrong code
+    buyer = launch.buyer()
+    launch.login(buyer)
+    launch.ready_card_list(buyer)
+    (ticket,) = launch.tickets(buyer)
+    first = got_card(launch, buyer.person, ticket.code or "", ticket.id, create_time=int(time.time()))
+    again = got_card(launch, buyer.person, ticket.code or "", ticket.id, create_time=first.create_time + 1)
+    forged = got_card(launch, buyer.person, "999999999999", ticket.id, create_time=first.create_time + 2)
+    with session_scope() as session:
+        account_id = session.scalar(select(OfficialAccount.id).where(OfficialAccount.appid == launch.world.oa_appid))
+        ids = [
+            inbox.store(
+                session,
+                source=InboxSource.WECHAT,
+                kind="user_get_card",
+                dedupe_key=f"test:batch:{ticket.id}:{n}",
+                payload=render_event(event),
+                official_account_id=account_id,
+            )
+            for n, event in enumerate((first, again, forged))
+        ]
+
+        # When one batch applies them
+        drained = push_effects.apply_pending(session, limit=50, max_attempts=DRAIN_ATTEMPTS)
+
+    # Then the first claimed the ticket with the holder's OA openid, the redelivery changed
+    # nothing, and the wrong code is noted; every row is processed, the order's record dropped
+    assert set(ids) <= set(drained.inbox_ids)
+    (claimed,) = launch.tickets(buyer)
+    assert claimed.state == TicketState.CLAIMED and claimed.confirmed_by_wechat
+    assert claimed.oa_openid == first.from_user and claimed.confirmed_at is not None
+    with session_scope() as session:
+        rows = {row.id: row for row in session.scalars(select(InboxItem).where(InboxItem.id.in_(ids)))}
+        assert all(row.processed_at is not None for row in rows.values())
+        assert [rows[i].last_error for i in ids[:2]] == [None, None]
+        assert "not the ticket's code" in (rows[ids[2]].last_error or "")
+    assert drained.cache_keys
