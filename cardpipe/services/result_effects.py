@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
@@ -98,7 +98,7 @@ _REPORT_BY_CLIENT = (
         Ticket.__table__.c.id == bindparam("b_id"),
         Ticket.__table__.c.card_id == bindparam("b_card_id"),
         Ticket.__table__.c.confirmed_by_wechat.is_(True),
-        Ticket.__table__.c.state.in_(RECEIVED_STATES),
+        or_(*(Ticket.__table__.c.state == state for state in RECEIVED_STATES)),  # no IN: executemany
         Ticket.__table__.c.confirmed_by_client.is_(False),
     )
     .values(confirmed_by_client=True, updated_at=bindparam("b_now", type_=Ticket.__table__.c.updated_at.type))

@@ -7,14 +7,18 @@ from __future__ import annotations
 import time
 
 import dramatiq
+import pytest
 from sqlalchemy import select
 
 from cardpipe.db import session_scope
-from cardpipe.services import inbox, push_effects
+from cardpipe.services import claim_results, inbox, push_effects, result_effects
+from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.claim_results import AddCardResult
 from models import InboxItem, InboxSource, OfficialAccount, OutboxMessage, TicketState
 from tests.claims.conftest import Launch, inbox_rows, wait_until
 from tests.claims.test_pushes import got_card, push
 from wechat.pushes import render_event
+from workers.claims import process_client_result, wechat_ports
 from workers.inbox_drain import DRAIN_ATTEMPTS, drain_once
 
 
@@ -143,3 +147,35 @@ def test_a_batch_of_pushes_decides_each_on_the_locked_rows_in_arrival_order(
         assert [rows[i].last_error for i in ids[:2]] == [None, None]
         assert "not the ticket's code" in (rows[ids[2]].last_error or "")
     assert drained.cache_keys
+
+
+def test_a_batch_of_results_records_the_reports_the_pushes_proved(
+    launch: Launch, broker_worker: dramatiq.Worker
+) -> None:
+    # Given two tickets added at WeChat, whose user_get_card pushes are applied, and the
+    # mini program's result stored in the transaction the batch runs in (no drain sees it first)
+    buyer = launch.buyer(tickets=2)
+    launch.login(buyer)
+    answer = launch.add_card(buyer, launch.ready_card_list(buyer))
+    wait_until(lambda: all(t.confirmed_by_wechat for t in launch.tickets(buyer)), what="the pushes applied")
+    result = AddCardResult.model_validate({k: v for k, v in answer.items() if k in ("errMsg", "cardList")})
+    with session_scope() as session:
+        ref = OrderRef(launch.world.mp_appid, buyer.mp_openid, buyer.order_no)
+        accepted = claim_results.accept(session, [ref], result, card_ticket=lambda appid: pytest.fail("no re-sign"))
+
+        # When one batch applies it
+        drained = result_effects.apply_ready(
+            session,
+            limit=50,
+            max_attempts=DRAIN_ATTEMPTS,
+            grace_s=60,
+            ports=wechat_ports(),
+            passed_to=process_client_result.actor_name,
+        )
+
+    # Then both reports are recorded in the batch, with no hand-over and no note
+    assert accepted.inbox_id in drained.inbox_ids and drained.need_wechat == []
+    assert all(t.confirmed_by_client and t.confirmed_by_wechat for t in launch.tickets(buyer))
+    with session_scope() as session:
+        row = session.get_one(InboxItem, accepted.inbox_id)
+        assert (row.processed_at is not None, row.last_error) == (True, None)
