@@ -12,6 +12,7 @@ once per order in ``claim_cache.JIT_RESEND_S`` (every time while Redis is away).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 
 from anyio import to_thread
 from redis.exceptions import RedisError
@@ -66,12 +67,13 @@ def rebuild(refs: list[OrderRef], *, issue_actor: str, send: SendIntents) -> dic
         built = claim_payload.build_claims(session, refs, card_ticket=card_ticket)
     to_issue = [order for answer in built.values() for order in answer.to_issue]
     if seen is not None:
-        try:
-            for ref, generation in zip(refs, seen, strict=True):
-                if (answer := built.get(ref.order_no)) is not None:
-                    claim_cache.store_if_current(redis, ref.cache_key, answer.claim, generation, answer.ttl_ms)
-        except RedisError:
-            pass  # served from the database this time
+        records = [
+            (ref.cache_key, answer.claim, generation, answer.ttl_ms)
+            for ref, generation in zip(refs, seen, strict=True)
+            if (answer := built.get(ref.order_no)) is not None
+        ]
+        with suppress(RedisError):  # served from the database this time
+            claim_cache.store_if_current(redis, records)
     request_issue(to_issue, issue_actor=issue_actor, send=send)
     return {order_no: answer.claim for order_no, answer in built.items()}
 

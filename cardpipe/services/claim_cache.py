@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from redis import Redis
@@ -33,12 +33,17 @@ _JIT_PREFIX = "cardpipe:claim-jit:"
 GENERATION_TTL_S = 86_400
 JIT_RESEND_S = 30
 
+#: KEYS: record, generation, record, generation…; ARGV: seen generation, record, ttl ms per pair.
 _STORE_IF_CURRENT = """
-if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
+local stored = 0
+for i = 1, #KEYS, 2 do
+  local a = (i - 1) / 2 * 3
+  if (redis.call('GET', KEYS[i + 1]) or '0') == ARGV[a + 1] then
+    redis.call('SET', KEYS[i], ARGV[a + 2], 'PX', ARGV[a + 3])
+    stored = stored + 1
+  end
 end
-return 0
+return stored
 """
 
 
@@ -102,9 +107,14 @@ def generations(redis: Redis, keys: list[str]) -> list[bytes]:
     return [raw or b"0" for raw in redis.mget([_generation_key(key) for key in keys])]
 
 
-def store_if_current(redis: Redis, key: str, claim: CachedClaim, seen_generation: bytes, ttl_ms: int) -> bool:
-    stored = redis.eval(_STORE_IF_CURRENT, 2, key, _generation_key(key), seen_generation, claim.encode(), ttl_ms)
-    return bool(stored)
+def store_if_current(redis: Redis, records: Sequence[tuple[str, CachedClaim, bytes, int]]) -> int:
+    """Store records (key, claim, the generation seen before the database, ttl ms) in one round
+    trip, each only if its own generation is still the one seen; how many were stored."""
+    if not records:
+        return 0
+    keys = [name for key, _, _, _ in records for name in (key, _generation_key(key))]
+    args = [arg for _, claim, seen, ttl_ms in records for arg in (seen, claim.encode(), ttl_ms)]
+    return int(redis.eval(_STORE_IF_CURRENT, len(keys), *keys, *args))  # type: ignore[arg-type]
 
 
 def invalidate(redis: Redis, keys: Iterable[str]) -> None:

@@ -9,18 +9,19 @@ the common poll — a cache hit — writes nothing). What is returned is what ma
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
 from cardpipe.credentials import CredentialStore, StoredCredential
 from cardpipe.services.claim_cache import CachedClaim
-from cardpipe.services.claim_ownership import OrderRef, OwnedOrder, all_owned_orders, orders_to_issue, owned_orders
+from cardpipe.services.claim_ownership import OrderRef, OwnedOrder, all_owned_orders, owned_orders
 from cardpipe.services.claims import serve
 from cardpipe.services.resign import resign_tickets
 from models import (
@@ -59,14 +60,15 @@ def build_claims(
 ) -> dict[str, BuiltClaim]:
     """The poll answers of one caller's orders from the database, by order number. Outstanding
     tickets signed by an older card ticket are re-signed first and ready ones become served, so
-    what is returned is what may be cached and handed out. A handful of queries whatever the
-    number of orders. All or nothing: raises :class:`UnknownOrders`, changing nothing, if the
-    caller lacks any of the orders."""
+    what is returned is what may be cached and handed out. Two reads (the orders, their tickets)
+    and the writes, whatever the number of orders. All or nothing: raises :class:`UnknownOrders`,
+    changing nothing, if the caller lacks any of the orders."""
     owned = all_owned_orders(session, refs)
     groups: dict[str, list[OwnedOrder]] = defaultdict(list)
     for order in owned:
         groups[order.order_no].append(order)
-    pending = {order_id for _, order_id in orders_to_issue(session, owned)}
+    tickets = _tickets_of(session, [o.id for o in owned])
+    pending = {o.id for o in owned if sum(_issued(t) for t in tickets.get(o.id, [])) < o.ticket_count}
     built: dict[str, BuiltClaim] = {}
     for order_no, group in groups.items():
         to_issue = [(o.event_id, o.id) for o in group if o.id in pending]
@@ -75,7 +77,7 @@ def build_claims(
             claim = CachedClaim.of(body, ticket_version=0, oa_appid=group[0].oa_appid)
             built[order_no] = BuiltClaim(claim, PENDING_TTL_MS, to_issue)
     issued = {o.id: o for o in owned if o.order_no not in built}
-    cards = _claimable_cards(session, issued, card_ticket)
+    cards = _claimable_cards(session, issued, {order_id: tickets.get(order_id, []) for order_id in issued}, card_ticket)
     for order_no, group in groups.items():
         if order_no in built:
             continue
@@ -95,39 +97,56 @@ def build_claims(
     return built
 
 
-def _claimable_cards(
-    session: Session, orders: Mapping[int, OwnedOrder], card_ticket: Callable[[str], StoredCredential]
-) -> dict[int, list[tuple[str, str, int]]]:
-    """order id → (card id, cardExt, ticket version) of its outstanding tickets, in seat order,
-    after re-signing those an older card ticket signed and serving the ready ones."""
-    if not orders:
+def _issued(ticket: Row[Any]) -> bool:
+    """Issued: out of ``pending``, with its cardExt and the card ticket version that signed it."""
+    return ticket.state != TicketState.PENDING and ticket.card_ext is not None and ticket.ticket_version is not None
+
+
+def _tickets_of(session: Session, order_ids: Collection[int]) -> dict[int, list[Row[Any]]]:
+    """order id → its tickets, in seat order."""
+    if not order_ids:
         return {}
-    outstanding = session.execute(
-        select(Ticket.id, Ticket.order_id, Ticket.state, Ticket.ticket_version).where(
-            Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE_STATES)
-        )
+    rows = session.execute(
+        select(Ticket.id, Ticket.order_id, Ticket.state, Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
+        .where(Ticket.order_id.in_(order_ids))
+        .order_by(Ticket.order_id, Ticket.seq)
     ).all()
+    tickets: dict[int, list[Row[Any]]] = defaultdict(list)
+    for row in rows:
+        tickets[row.order_id].append(row)
+    return tickets
+
+
+def _claimable_cards(
+    session: Session,
+    orders: Mapping[int, OwnedOrder],
+    tickets: Mapping[int, list[Row[Any]]],
+    card_ticket: Callable[[str], StoredCredential],
+) -> dict[int, list[tuple[str, str, int]]]:
+    """order id → (card id, cardExt, ticket version) of its outstanding tickets, in seat order
+    (``tickets``: every ticket of the orders, as read), after re-signing those an older card
+    ticket signed (read again after that) and serving the ready ones."""
+    outstanding = [t for order_id in orders for t in tickets[order_id] if t.state in CLAIMABLE_STATES]
     if not outstanding:
         return {}
     # Every card ticket before the first write: no write lock is held across a credential read.
-    currents = {oa: card_ticket(oa) for oa in {orders[order_id].oa_appid for _, order_id, _, _ in outstanding}}
+    currents = {oa: card_ticket(oa) for oa in {orders[t.order_id].oa_appid for t in outstanding}}
+    resigned = False
     for oa_appid, current in currents.items():
         stale = [
-            ticket_id
-            for ticket_id, order_id, _, version in outstanding
-            if orders[order_id].oa_appid == oa_appid and version < current.version
+            t.id for t in outstanding if orders[t.order_id].oa_appid == oa_appid and t.ticket_version < current.version
         ]
         if stale:
             resign_tickets(session, stale, api_ticket=current.value, version=current.version)
-    serve(session, [ticket_id for ticket_id, _, state, _ in outstanding if state == TicketState.READY])
-    rows = session.execute(
-        select(Ticket.order_id, Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
-        .where(Ticket.order_id.in_(orders), Ticket.state.in_(CLAIMABLE_STATES))
-        .order_by(Ticket.order_id, Ticket.seq)
-    ).all()
+            resigned = True
+    serve(session, [t.id for t in outstanding if t.state == TicketState.READY])
+    if resigned:
+        tickets = _tickets_of(session, list(orders))
     cards: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
-    for order_id, card_id, card_ext, version in rows:
-        cards[order_id].append((card_id, card_ext, version))
+    for order_id in orders:
+        for t in tickets.get(order_id, []):
+            if t.state in CLAIMABLE_STATES:
+                cards[order_id].append((t.card_id, t.card_ext, t.ticket_version))
     return cards
 
 
