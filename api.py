@@ -26,6 +26,7 @@ from cardpipe.routes import (
     wechat_push,
 )
 from cardpipe.routes.auth import authenticate_before_validation
+from cardpipe.routes.claim_fast_path import ClaimFastPath
 from cardpipe.routes.claim_poll import ClaimPollFastPath
 from cardpipe.routes.hygiene import SecurityHeaders
 from cardpipe.routes.limits import BodySizeLimit
@@ -69,6 +70,7 @@ def create_app() -> FastAPI:
 
     settings = get_settings()
     app.add_middleware(PushFastPath)
+    app.add_middleware(ClaimFastPath)
     app.add_middleware(ScanFastPath)
     app.add_middleware(
         BodySizeLimit,

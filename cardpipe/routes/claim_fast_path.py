@@ -1,0 +1,142 @@
+"""The Mini Program's claim and result posts in front of FastAPI: a launch's write hot paths.
+
+Each user of a launch makes one ``POST /v1/claims`` and one result post (``POST /v1/claims/result``
+or ``POST /v1/orders/{order_no}/claim/result``); profiling the launch benchmark showed FastAPI's
+routing, validation and dependency resolution costing about as much CPU as the calls' own work.
+:class:`ClaimFastPath`, a small ASGI layer inside the body-size limit, serves a well-formed,
+authenticated call itself, with the route's own pieces: the session token checked by
+``miniprogram_sessions.verify_token`` (as the route's ``current_session``), the body validated by
+the route's own model from the parsed JSON (as FastAPI does), and the route function itself called
+(in a worker thread when it is a plain one), its answer serialized by its response model.
+
+Anything else — no or a bad token, a body that is not JSON or not valid, another content type, a
+route that answers an error (404, 503) or fails — goes to the FastAPI route with the body read,
+which answers as before and documents the endpoints in the OpenAPI schema. The routes are
+idempotent (a result is deduplicated on its content, a claim only reads and serves), so a call
+the route answers after this layer gave up on it has the route's own effect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import to_thread
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cardpipe.routes import miniprogram
+from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, bearer_token
+from cardpipe.services import miniprogram_sessions
+from cardpipe.services.claim_results import AddCardResult
+from cardpipe.services.miniprogram_sessions import MpSession
+
+_ORDER_RESULT_PATH = re.compile(r"/v1/orders/(" + ORDER_NO_PATTERN.strip("^$") + r")/claim/result")
+_JSON = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """How one endpoint is served: its body model and the route's call with it."""
+
+    model: type[BaseModel]
+    status: int
+    answer: Callable[[Any, MpSession, str | None], Awaitable[BaseModel]]
+
+
+async def _claims(body: Any, session: MpSession, _: str | None) -> BaseModel:
+    return await miniprogram.claim_orders(body, session)
+
+
+async def _claims_result(body: Any, session: MpSession, _: str | None) -> BaseModel:
+    return await to_thread.run_sync(miniprogram.post_claims_result, body, session)
+
+
+async def _order_result(body: Any, session: MpSession, order_no: str | None) -> BaseModel:
+    assert order_no is not None
+    return await to_thread.run_sync(miniprogram.post_claim_result, order_no, body, session)
+
+
+_CALLS = {
+    "/v1/claims": _Call(miniprogram.BatchClaimIn, 200, _claims),
+    "/v1/claims/result": _Call(miniprogram.BatchResultIn, 202, _claims_result),
+}
+_ORDER_RESULT = _Call(AddCardResult, 202, _order_result)
+
+
+class _Declined(Exception):
+    """Not a call this layer answers: the FastAPI route does."""
+
+
+class ClaimFastPath:
+    """Pure ASGI: answers well-formed, authenticated claim and result posts; everything else goes
+    to the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call, order_no = self._call(scope)
+        if call is None:
+            await self.app(scope, receive, send)
+            return
+        authorization: str | None = None
+        content_type: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.partition(b";")[0].strip().lower()
+        body, messages = await _read_body(receive)
+        try:
+            if content_type != _JSON or messages[-1]["type"] != "http.request":
+                raise _Declined
+            token = bearer_token(authorization)
+            if token is None:
+                raise _Declined
+            session = miniprogram_sessions.verify_token(token)
+            answer = await call.answer(call.model.model_validate(json.loads(body)), session, order_no)
+        except Exception:  # _Declined, InvalidSession, ValueError, ValidationError, the route's HTTPException…
+            await self.app(scope, _replaying(messages, receive), send)
+            return
+        content = answer.model_dump_json().encode("utf-8")
+        headers = [(b"content-type", _JSON), (b"content-length", str(len(content)).encode("ascii"))]
+        await send({"type": "http.response.start", "status": call.status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    @staticmethod
+    def _call(scope: Scope) -> tuple[_Call | None, str | None]:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None, None
+        path = scope["path"]
+        if (call := _CALLS.get(path)) is not None:
+            return call, None
+        if path.endswith("/claim/result") and (match := _ORDER_RESULT_PATH.fullmatch(path)) is not None:
+            return _ORDER_RESULT, match.group(1)
+        return None, None
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return b"".join(chunks), messages
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` for the app after this layer read the body: what was read, then the rest."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
