@@ -6,6 +6,7 @@ from __future__ import annotations
 import dramatiq
 
 from tests.claims.conftest import Launch
+from tests.trust.test_login_limit import jscode_calls
 
 
 def test_calls_the_fast_path_declines_get_the_routes_answers(launch: Launch, broker_worker: dramatiq.Worker) -> None:
@@ -41,3 +42,23 @@ def test_calls_the_fast_path_declines_get_the_routes_answers(launch: Launch, bro
     assert answer.headers["x-frame-options"] == "DENY" and answer.headers["cache-control"] == "no-store"
     claimed = launch.http.post(claims, json={"order_nos": [buyer.order_no]}, headers=auth)
     assert claimed.status_code == 200 and claimed.json()["status"] == "ready"
+
+
+def test_a_refused_login_is_answered_once(launch: Launch, broker_worker: dramatiq.Worker) -> None:
+    # Given a code WeChat refuses (already used)
+    buyer = launch.buyer()
+    code = launch.fake.login(buyer.person, launch.world.mp_appid)
+    session = f"{launch.api}/v1/sessions"
+    assert launch.http.post(session, json={"code": code, "appid": launch.world.mp_appid}).status_code == 200
+    calls = jscode_calls(launch.fake, launch.world.mp_appid)
+
+    # When it is used again
+    answer = launch.http.post(session, json={"code": code, "appid": launch.world.mp_appid})
+
+    # Then the login is refused as the route refuses it, after one jscode2session call
+    assert answer.status_code == 401 and "errcode" in answer.json()["detail"]
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert jscode_calls(launch.fake, launch.world.mp_appid) == calls + 1
+
+    # And a login that is not well-formed gets the route's 422
+    assert launch.http.post(session, json={"code": "", "appid": launch.world.mp_appid}).status_code == 422
