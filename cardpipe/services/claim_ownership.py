@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from cardpipe.services.claim_cache import record_key
@@ -56,19 +56,23 @@ def owned_orders(session: Session, *refs: OrderRef) -> list[OwnedOrder]:
     if len(callers) != 1:
         raise ValueError("owned_orders takes the refs of exactly one caller")
     ((mp_appid, openid),) = callers
-    rows = session.execute(
-        select(Order.id, Order.order_no, Order.event_id, Order.ticket_count, OfficialAccount.appid, OfficialAccount.id)
-        .join(Event, Event.id == Order.event_id)
-        .join(MiniProgram, MiniProgram.id == Event.mini_program_id)
-        .join(OfficialAccount, OfficialAccount.id == Event.official_account_id)
-        .where(
-            MiniProgram.appid == mp_appid,
-            Order.order_no.in_({ref.order_no for ref in refs}),
-            Order.mp_openid == openid,
-        )
-        .order_by(Order.id)
-    ).all()
-    return [OwnedOrder(*row) for row in rows]
+    params = {"mp_appid": mp_appid, "openid": openid, "order_nos": list({ref.order_no for ref in refs})}
+    return [OwnedOrder(*row) for row in session.execute(_OWNED_ORDERS, params)]
+
+
+#: Built once: the statement is the same for every caller.
+_OWNED_ORDERS = (
+    select(Order.id, Order.order_no, Order.event_id, Order.ticket_count, OfficialAccount.appid, OfficialAccount.id)
+    .join(Event, Event.id == Order.event_id)
+    .join(MiniProgram, MiniProgram.id == Event.mini_program_id)
+    .join(OfficialAccount, OfficialAccount.id == Event.official_account_id)
+    .where(
+        MiniProgram.appid == bindparam("mp_appid"),
+        Order.order_no.in_(bindparam("order_nos", expanding=True)),
+        Order.mp_openid == bindparam("openid"),
+    )
+    .order_by(Order.id)
+)
 
 
 class UnknownOrders(LookupError):

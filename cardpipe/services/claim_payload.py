@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
@@ -106,15 +106,18 @@ def _tickets_of(session: Session, order_ids: Collection[int]) -> dict[int, list[
     """order id → its tickets, in seat order."""
     if not order_ids:
         return {}
-    rows = session.execute(
-        select(Ticket.id, Ticket.order_id, Ticket.state, Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
-        .where(Ticket.order_id.in_(order_ids))
-        .order_by(Ticket.order_id, Ticket.seq)
-    ).all()
+    rows = session.execute(_TICKETS_OF, {"order_ids": list(order_ids)}).all()
     tickets: dict[int, list[Row[Any]]] = defaultdict(list)
     for row in rows:
         tickets[row.order_id].append(row)
     return tickets
+
+
+_TICKETS_OF = (
+    select(Ticket.id, Ticket.order_id, Ticket.state, Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
+    .where(Ticket.order_id.in_(bindparam("order_ids", expanding=True)))
+    .order_by(Ticket.order_id, Ticket.seq)
+)
 
 
 def _claimable_cards(
