@@ -152,11 +152,13 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int, r
 
         saturating, rest = everyone[: args.users], everyone[args.users :]
         before, load_before = meter.totals(), _database_load(engine, redis_port)
+        decrypts_before = _decrypt_calls(demo)
         sat_started = time.time()
         sat = run_users({**base, "users": saturating, "rate": 0}, args.concurrency)
         sat_tickets, sat_settled_at = _settle(engine, demo.event_id, saturating)
         sat_cpu = spent(before, meter.totals())
         load = {k: (v - load_before[k]) / sat_tickets for k, v in _database_load(engine, redis_port).items()}
+        decrypts = (_decrypt_calls(demo) - decrypts_before) / sat_tickets
         settled_per_s = sat_tickets / max(1e-6, sat_settled_at - sat_started)
         server_ms = sum(sat_cpu.get(g, 0.0) for g in SERVER_GROUPS) * 1000 / sat_tickets
         db_ms = (sat_cpu.get("postgres", 0.0) + sat_cpu.get("redis", 0.0)) * 1000 / sat_tickets
@@ -166,7 +168,8 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int, r
         )
         print(
             f"per settled ticket: {load['pg_transactions']:.1f} PostgreSQL transactions, "
-            f"{load['pg_rows_written']:.1f} rows written, {load['redis_commands']:.1f} Redis commands"
+            f"{load['pg_rows_written']:.1f} rows written, {load['redis_commands']:.1f} Redis commands, "
+            f"{decrypts:.2f} code/decrypt calls (results applied before their push)"
         )
         print(
             "CPU ms per settled ticket: "
@@ -200,6 +203,7 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int, r
         "db_cpu_ms_per_ticket": round(db_ms, 3),
         "pg_transactions_per_ticket": round(load["pg_transactions"], 2),
         "redis_commands_per_ticket": round(load["redis_commands"], 2),
+        "decrypts_per_ticket": round(decrypts, 3),
         "fake_cpu_ms_per_ticket": round(sat_cpu.get("fake-wechat", 0.0) * 1000 / sat_tickets, 3),
         "confirm_lag_p50_ms": lags["p50_ms"],
         "confirm_lag_p99_ms": lags["p99_ms"],
@@ -226,6 +230,12 @@ def _database_load(engine: Any, redis_port: int) -> dict[str, float]:
     commands = client.info("stats")["total_commands_processed"]
     client.close()
     return {"pg_transactions": float(commits), "pg_rows_written": float(written), "redis_commands": float(commands)}
+
+
+def _decrypt_calls(demo: Any) -> int:
+    """The fake's count of ``code/decrypt`` calls: a result applied before its ticket's push."""
+    calls = demo.fake.stats(demo.oa_appid)["calls_by_appid"].get(demo.oa_appid, {})
+    return sum(n for path, n in calls.items() if "code/decrypt" in path)
 
 
 def _import_orders(demo: Any, users: int, chooser: random.Random) -> list[tuple[str, list[str]]]:
