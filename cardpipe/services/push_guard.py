@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from functools import cache
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, Executable, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -51,30 +52,35 @@ def check_not_replayed(
     """Record (timestamp, nonce) with the body's digest, or raise :class:`ReplayedPush` if the
     pair is already recorded with another body."""
     digest = hashlib.sha256(body).hexdigest()
-    insert = postgresql.insert if executor.dialect.name == "postgresql" else sqlite.insert
-    statement = (
+    pair = {"official_account_id": official_account_id, "timestamp": timestamp, "nonce": nonce}
+    recorded = executor.execute(
+        _record(executor.dialect.name), {**pair, "body_sha256": digest, "received_at": clock.now()}
+    )
+    if recorded.scalar_one_or_none() is not None:
+        return
+    seen = executor.execute(_SEEN, pair).scalar_one_or_none()
+    if seen is not None and seen != digest:
+        raise ReplayedPush("this timestamp and nonce were already used for another push")
+
+
+@cache
+def _record(dialect: str) -> Executable:
+    """The pair's ``INSERT … ON CONFLICT DO NOTHING`` of a dialect, built once (every push runs it)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = ("official_account_id", "timestamp", "nonce", "body_sha256", "received_at")
+    return (
         insert(PushNonce)
-        .values(
-            official_account_id=official_account_id,
-            timestamp=timestamp,
-            nonce=nonce,
-            body_sha256=digest,
-            received_at=clock.now(),
-        )
+        .values({name: bindparam(name, type_=PushNonce.__table__.c[name].type) for name in columns})
         .on_conflict_do_nothing()
         .returning(PushNonce.body_sha256)
     )
-    if executor.execute(statement).scalar_one_or_none() is not None:
-        return
-    seen = executor.execute(
-        select(PushNonce.body_sha256).where(
-            PushNonce.official_account_id == official_account_id,
-            PushNonce.timestamp == timestamp,
-            PushNonce.nonce == nonce,
-        )
-    ).scalar_one_or_none()
-    if seen is not None and seen != digest:
-        raise ReplayedPush("this timestamp and nonce were already used for another push")
+
+
+_SEEN = select(PushNonce.body_sha256).where(
+    PushNonce.official_account_id == bindparam("official_account_id"),
+    PushNonce.timestamp == bindparam("timestamp"),
+    PushNonce.nonce == bindparam("nonce"),
+)
 
 
 def prune(session: Session, *, older_than_s: float) -> int:
