@@ -135,7 +135,7 @@ class ClaimFastPath:
             else:  # the login counted and asked WeChat: answered here, not done twice
                 await _refuse(send, refused)
             return
-        except Exception:  # _Declined, InvalidSession, ValueError, ValidationError, the route's HTTPException…
+        except Exception:  # _Declined, InvalidSession, ValueError, ValidationError, a database error…
             await self.app(scope, _replaying(messages, receive), send)
             return
         await _answer(send, call.status, answer)
