@@ -78,7 +78,8 @@ class MergeReport:
     rejected: int = 0
     conflicts: int = 0
     outcomes: list[ScanOutcome] = field(default_factory=list)
-    #: Redemption ids whose WeChat consume the caller queues after the commit.
+    #: Redemption ids whose WeChat consumes the caller queues with the merge, a chunk per message
+    #: (``redemption_sync.queue_consumes``).
     consumes: list[int] = field(default_factory=list)
 
 
@@ -121,7 +122,8 @@ def _one_of(column: Any, values: Collection[Any], session: Session) -> ColumnEle
 def merge(
     session: Session, gate: GateIdentity, scans: list[OfflineScan], *, now: datetime | None = None
 ) -> MergeReport:
-    """Merge one uploaded batch (no commit; the caller commits, then queues ``consumes``)."""
+    """Merge one uploaded batch (no commit; the caller adds the intents of ``consumes``, commits,
+    then sends them)."""
     if len(scans) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} scans per upload")
     now = now or clock.now()
