@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
 from cardpipe.routes.schemas import ERRORS, ErrorResponse
-from cardpipe.services import outbox, ticket_classes
+from cardpipe.services import redemption_sync, ticket_classes
 from cardpipe.services.checkin import end_of_event, gates, lists, occupancy, offline_sync
 from models import CheckinList, ListPolicy
 from workers.outbox import flush
-from workers.redemptions import consume_redeemed_code
+from workers.redemptions import consume_redeemed_codes
 
 router = APIRouter(prefix="/v1/admin/events", tags=["venue"], dependencies=[AdminOnly], responses=ERRORS)
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such event, list or gate"}}
@@ -235,7 +235,7 @@ def consume_at_end(
     try:
         with session_scope() as session:
             queued = end_of_event.consume_entered_tickets(session, event_id, list_id)
-            consumes = outbox.add_many(session.connection(), consume_redeemed_code.actor_name, [[i] for i in queued])
+            consumes = redemption_sync.queue_consumes(session.connection(), consume_redeemed_codes.actor_name, queued)
     except (lists.UnknownList, lists.ListError) as exc:
         raise _refused(exc) from exc
     background.add_task(flush, consumes)

@@ -27,7 +27,7 @@ from tests.conftest import ADMIN_TOKEN, GATE_TOKEN
 from tests.live_server import serve
 from tests.settings_env import environment
 from tests.worlds import World
-from workers.redemptions import consume_redeemed_code, make_code_unavailable
+from workers.redemptions import consume_redeemed_code, consume_redeemed_codes, make_code_unavailable
 
 GATE = {"Authorization": f"Bearer {GATE_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -153,7 +153,9 @@ def wait_until(condition: Any, *, timeout_s: float = 60.0, what: str = "conditio
 @pytest.fixture
 def fast_retries() -> Iterator[None]:
     """Retry the WeChat actors after 50–300 ms instead of 1 s–5 min."""
-    saved = [(actor, dict(actor.options)) for actor in (consume_redeemed_code, make_code_unavailable)]
+    saved = [
+        (actor, dict(actor.options)) for actor in (consume_redeemed_code, consume_redeemed_codes, make_code_unavailable)
+    ]
     for actor, _ in saved:
         actor.options.update(min_backoff=50, max_backoff=300)
     yield
