@@ -91,7 +91,8 @@ class GateEvent:
 
     def user_card_status(self, code: str) -> str:
         holders = self.world.fake.card(self.card_id)["user_cards"]
-        return next(h["status"] for h in holders if h["code"] == code)
+        status: str = next(h["status"] for h in holders if h["code"] == code)
+        return status
 
     def consume_pushes(self) -> dict[str, int]:
         """How many ``user_consume_card`` events the fake emitted, per code."""

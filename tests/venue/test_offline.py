@@ -24,13 +24,15 @@ def _snapshot(client: TestClient, gate: dict[str, str]) -> dict[str, Any]:
     response = client.get("/v1/gate/snapshot", headers=gate)
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _upload(client: TestClient, gate: dict[str, str], scans: list[dict[str, Any]]) -> dict[str, Any]:
     response = client.post("/v1/gate/scans", json={"scans": scans}, headers=gate)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _offline(code: str, at: datetime, result: str = "ok", direction: str = "entry") -> dict[str, Any]:
