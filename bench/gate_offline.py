@@ -37,9 +37,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from redeem import _free_port, _start_server
 from scratch_db import drop_database, scratch_database
@@ -90,7 +91,10 @@ def _queued_consumes(queue: Any) -> tuple[int, int]:
     return len(messages), carried
 
 
-def _timed(action):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def _timed(action: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     value = action()
     return value, time.perf_counter() - started

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, Responses
 from cardpipe.services import redemption_sync, ticket_classes
 from cardpipe.services.checkin import end_of_event, gates, lists, occupancy, offline_sync
 from models import CheckinList, ListPolicy
@@ -23,8 +23,11 @@ from workers.outbox import flush
 from workers.redemptions import consume_redeemed_codes
 
 router = APIRouter(prefix="/v1/admin/events", tags=["venue"], dependencies=[AdminOnly], responses=ERRORS)
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such event, list or gate"}}
-REFUSED = {**NOT_FOUND, 409: {"model": ErrorResponse, "description": "The settings clash (name taken, window…)"}}
+NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "No such event, list or gate"}}
+REFUSED: Responses = {
+    **NOT_FOUND,
+    409: {"model": ErrorResponse, "description": "The settings clash (name taken, window…)"},
+}
 NAME = r"^[^:\x00-\x1f]+$"
 
 

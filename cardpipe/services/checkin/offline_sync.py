@@ -151,8 +151,9 @@ def merge(
             report.recorded += 1
             report.conflicts += conflict is not None
             report.outcomes.append(ScanOutcome(nonce, "recorded", conflict))
-            if recorded[nonce]:
-                report.consumes.append(recorded[nonce])
+            consume = recorded[nonce]
+            if consume:
+                report.consumes.append(consume)
     _write_tickets(session, gate, view.list_id, tickets, now)
     if inside_now is not None:
         move_inside(session.connection(), view.list_id, inside_change)
@@ -213,8 +214,8 @@ def _drop_known_nonces(
     for scan in scans:
         stored = known.get(scan.nonce)
         if stored is None and scan.nonce in fresh:
-            stored = fresh[scan.nonce]
-            same = (stored.code, stored.direction) == (scan.code, scan.direction)
+            earlier = fresh[scan.nonce]
+            same = (earlier.code, earlier.direction) == (scan.code, scan.direction)
         elif stored is not None:
             same = (stored.code, stored.gate, stored.direction) == (scan.code, gate.name, scan.direction)
         else:
