@@ -115,7 +115,7 @@ def _claimable_cards(
         stale = [
             ticket_id
             for ticket_id, order_id, _, version in outstanding
-            if orders[order_id].oa_appid == oa_appid and version < current.version
+            if orders[order_id].oa_appid == oa_appid and (version is None or version < current.version)
         ]
         if stale:
             resign_tickets(session, stale, api_ticket=current.value, version=current.version)
@@ -127,6 +127,8 @@ def _claimable_cards(
     ).all()
     cards: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
     for order_id, card_id, card_ext, version in rows:
+        if card_ext is None or version is None:
+            raise RuntimeError(f"an outstanding ticket of order {order_id} is not signed")
         cards[order_id].append((card_id, card_ext, version))
     return cards
 

@@ -165,4 +165,4 @@ def outstanding_nonces(session: Session, order_ids: Collection[int]) -> dict[int
             Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE_STATES), Ticket.nonce.is_not(None)
         )
     ).all()
-    return {ticket_id: nonce for ticket_id, nonce in rows}
+    return {ticket_id: nonce for ticket_id, nonce in rows if nonce is not None}
