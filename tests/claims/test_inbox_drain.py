@@ -12,8 +12,9 @@ from sqlalchemy import select
 from cardpipe.db import session_scope
 from cardpipe.services import inbox
 from models import InboxItem, InboxSource, OfficialAccount, OutboxMessage, TicketState
-from tests.claims.conftest import Launch, inbox_rows, wait_until
+from tests.claims.conftest import Launch, inbox_rows
 from tests.claims.test_pushes import got_card, push
+from tests.waiting import wait_until
 from workers.inbox_drain import DRAIN_ATTEMPTS, drain_once
 
 

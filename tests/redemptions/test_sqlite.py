@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cardpipe.db import make_engine
 from cardpipe.migrate import upgrade
 from cardpipe.services.checkin import gates, lists, offline_sync
-from cardpipe.services.redemptions import Answer, NonceInFlight, Scan, redeem
+from cardpipe.services.redemptions import NonceInFlight, redeem
+from cardpipe.services.scan_answers import Answer, Scan
 from models import (
     Direction,
     Event,
