@@ -20,6 +20,7 @@ from cardpipe.outbound import deferral_ms
 from cardpipe.runtime import credential_store
 from cardpipe.services import outbox, redemption_sync, redemptions
 from cardpipe.services.redemption_sync import queue_consumes, sync_consumes
+from cardpipe.services.scan_answers import Scan
 from models import ConsumeSync, OutboxMessage, Redemption
 from tests.redemptions.conftest import ADMIN, GateEvent, TicketRef, nonce, redemption_rows, wait_until
 from wechat.errors import BusinessError, DailyQuotaError
@@ -31,7 +32,7 @@ CONSUME = "/card/code/consume"
 
 def redeemed(gate_event: GateEvent, tickets: list[TicketRef]) -> list[int]:
     """The tickets let in at a gate (no message queued): their redemption ids."""
-    return [redemptions.redeem_scan(redemptions.Scan(t.code, "north-1", nonce())).redemption_id or 0 for t in tickets]
+    return [redemptions.redeem_scan(Scan(t.code, "north-1", nonce())).redemption_id or 0 for t in tickets]
 
 
 def consumes_at_fake(gate_event: GateEvent) -> int:
