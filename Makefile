@@ -18,6 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python tests/preflight.py
 	$(BIN)/pytest
 
@@ -26,4 +27,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .cardpipe
+	rm -rf $(VENV) .pytest_cache .mypy_cache .cardpipe

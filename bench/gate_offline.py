@@ -18,7 +18,8 @@ Usage::
     .venv/bin/python bench/gate_offline.py [--tickets 100000] [--scans 10000] [--policy single|multi]
 
 With ``single`` (the default) every merged entry consumes its ticket and queues its WeChat
-consume; ``multi`` merges the same entries into a multi-entry list (no consumes).
+consume (one message per chunk of redemptions); ``multi`` merges the same entries into a
+multi-entry list (no consumes).
 
 ``BENCH_PG_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) is the
 server the scratch database is created on; ``BENCH_REDIS_URL`` (default
@@ -36,8 +37,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 from redeem import _free_port, _start_server
 from scratch_db import drop_database, scratch_database
@@ -81,7 +84,17 @@ def _seed(tickets: int, policy: str) -> tuple[int, str, list[str]]:
         return event.id, token, codes
 
 
-def _timed(action):  # type: ignore[no-untyped-def]
+def _queued_consumes(queue: Any) -> tuple[int, int]:
+    """Consume messages on the ``wechat`` queue, and how many redemptions they carry."""
+    messages = [json.loads(body) for body in queue.hvals("dramatiq:wechat.msgs")]
+    carried = sum(len(m["args"][0]) if isinstance(m["args"][0], list) else 1 for m in messages)
+    return len(messages), carried
+
+
+T = TypeVar("T")
+
+
+def _timed(action: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     value = action()
     return value, time.perf_counter() - started
@@ -188,7 +201,8 @@ def main(args: argparse.Namespace) -> None:
                 f"the same upload again (all duplicates): {resync_s:.2f}s"
             )
             time.sleep(2)
-            print(f"consume messages queued for WeChat (after the answers): {queue.llen('dramatiq:wechat')}")
+            messages, carried = _queued_consumes(queue)
+            print(f"consume messages queued for WeChat (after the answers): {messages}, for {carried} redemptions")
         figures = {
             "snapshot_bytes": size,
             "snapshot_s": round(snapshot_s, 3),

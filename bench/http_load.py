@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _content_length(head: bytes) -> int:
@@ -48,7 +49,8 @@ class _Connection(asyncio.Protocol):
         self.finished: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a TCP connection's
+        self._transport = transport
         self._first_due = time.perf_counter() + self._offset_s
         self._send()
 
@@ -117,7 +119,7 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 async def _load(
     ports: list[int], requests: list[bytes], seconds: float, connections: int, warmup_s: float, once: bool, rate: float
-) -> dict:
+) -> dict[str, Any]:
     now = time.perf_counter()
     interval_s = connections / rate if rate else 0.0
     run = _Run(start_at=now + warmup_s, stop_at=now + warmup_s + seconds, once=once, interval_s=interval_s)
@@ -169,7 +171,7 @@ def run_load(
     *,
     once: bool = False,
     rate: float = 0.0,
-) -> dict:
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".requests", delete=False) as handle:
         handle.write("\n".join(lines))
     try:

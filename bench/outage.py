@@ -35,10 +35,16 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet
 from scratch_db import drop_database, scratch_database
+
+if TYPE_CHECKING:
+    from tests.claims.conftest import Buyer
+    from tests.outages.harness import RedisServer, TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0
@@ -96,7 +102,7 @@ def main() -> None:
     print(json.dumps(figures))
 
 
-def run(args: argparse.Namespace, redis, proxy, proxied_url: str, work: Path) -> dict:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, redis: RedisServer, proxy: TcpProxy, proxied_url: str, work: Path) -> dict[str, Any]:
     from cardpipe import runtime
     from cardpipe.db import session_scope
     from cardpipe.runtime import credential_store
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace, redis, proxy, proxied_url: str, work: Path) ->
             people = parts.buyers(launch, 3 * args.buyers)
             baseline, first, second = (people[i * args.buyers : (i + 1) * args.buyers] for i in range(3))
 
-            def settled(group: list) -> bool:  # type: ignore[type-arg]
+            def settled(group: list[Buyer]) -> bool:
                 return parts.unprocessed_inbox() == 0 and all(launch.settled(b) for b in group)
 
             # 1. baseline
@@ -191,7 +197,7 @@ def run(args: argparse.Namespace, redis, proxy, proxied_url: str, work: Path) ->
             proxy.resume()
             back = time.monotonic()
             for buyer, report in reports:
-                wait_until(lambda b=buyer, r=report: parts.post_result(launch, b, r), what="a result", timeout_s=30)
+                wait_until(partial(parts.post_result, launch, buyer, report), what="a result", timeout_s=30)
             reposted_s = time.monotonic() - back
             wait_until(lambda: settled(second), what="PostgreSQL recovery", timeout_s=120)
             postgres_recovery_s = time.monotonic() - back

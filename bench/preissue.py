@@ -37,9 +37,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import preissue_references as references
 from scratch_db import drop_database, scratch_database
+
+if TYPE_CHECKING:
+    from cardpipe.services.events import CardSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,7 +80,7 @@ def _configure(database_url: str, redis_url: str, data_dir: str) -> None:
     )
 
 
-def _card_spec() -> object:
+def _card_spec() -> CardSpec:
     from cardpipe.services.events import CardSpec
 
     base_info = {

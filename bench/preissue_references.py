@@ -96,11 +96,12 @@ def floor_rate(event_id: int, appid: str) -> float:
                 f"{current.version}\t{signed.nonce}\t{stamp}\t{now}\tf\tf\t{now}\n"
             )
         raw = connection.connection.driver_connection
+        assert raw is not None  # a live pooled connection
         columns = (
             "id, event_id, order_id, seq, card_id, code, state, card_ext, ticket_version, nonce, timestamp, "
             "signed_at, confirmed_by_client, confirmed_by_wechat, updated_at"
         )
-        with raw.cursor().copy(f"COPY tickets ({columns}) FROM STDIN") as copy:  # type: ignore[union-attr]
+        with raw.cursor().copy(f"COPY tickets ({columns}) FROM STDIN") as copy:
             copy.write("".join(rows))
         connection.commit()
         return len(rows) / (time.perf_counter() - started)

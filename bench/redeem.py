@@ -46,6 +46,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from scratch_db import drop_database, scratch_database
 
@@ -144,7 +145,9 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
-async def _gates(port: int, codes: list[str], gates: int, seconds: float, interval_s: float, multi: bool) -> dict:
+async def _gates(
+    port: int, codes: list[str], gates: int, seconds: float, interval_s: float, multi: bool
+) -> dict[str, Any]:
     now = time.perf_counter()
     run = _Run(start_at=now + WARMUP_S, stop_at=now + WARMUP_S + seconds)
     share = len(codes) // gates if codes else 0
@@ -185,7 +188,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _run_gates(port: int, codes: list[str], args: argparse.Namespace, interval_ms: float) -> dict:
+def _run_gates(port: int, codes: list[str], args: argparse.Namespace, interval_ms: float) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".codes", delete=False) as handle:
         handle.write("\n".join(codes))
     try:
@@ -268,7 +271,7 @@ def _start_server(port: int, workers: int, env: dict[str, str]) -> subprocess.Po
         time.sleep(0.2)
 
 
-def _describe(name: str, figures: dict) -> None:
+def _describe(name: str, figures: dict[str, Any]) -> None:
     print(
         f"{name}: {figures['scans']} scans, {figures['rps']:.0f} scans/s, p50 {figures['p50_ms']:.2f} ms, "
         f"p90 {figures['p90_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, max {figures['max_ms']:.1f} ms, "

@@ -169,13 +169,12 @@ def main() -> None:
     redis_lib.Redis.from_url(redis_url).flushdb()
     from wechat.fake import FakeWeChatControl, FakeWeChatServer
 
-    workers: subprocess.Popen[bytes] | None = None
+    worker_pool: subprocess.Popen[bytes] | None = None
     try:
         with FakeWeChatServer(push_timeout_s=1.0) as fake_server:
             os.environ["CARDPIPE_WECHAT_API_BASE"] = fake_server.url
             from sqlalchemy import func, select
 
-            import workers.resign  # registers the re-sign listener, as every entry point does
             from cardpipe.db import session_scope
             from cardpipe.runtime import credential_store
             from cardpipe.services import accounts, resign
@@ -205,7 +204,7 @@ def main() -> None:
             old = store.card_ticket(oa_appid)
             setup_s = _write_tickets(event_id, card_id, args.tickets, old.value, old.version)
             print(f"setup: {args.tickets:,} outstanding tickets signed with version {old.version} in {setup_s:.1f}s")
-            workers = _start_workers(args.processes, args.threads, scratch / "workers.log")
+            worker_pool = _start_workers(args.processes, args.threads, scratch / "workers.log")
             print(f"re-sign: {args.processes} worker processes x {args.threads} threads, chunks of {args.chunk:,}")
 
             fake.rotate_ticket(oa_appid, grace_s=300)
@@ -214,8 +213,8 @@ def main() -> None:
             assert outcome.rotated, "the fake did not rotate the ticket"
             _wait_for_resign(redis_url, oa_appid, outcome.credential.version, args.timeout)
             elapsed = time.perf_counter() - started
-            _stop(workers)
-            workers = None
+            _stop(worker_pool)
+            worker_pool = None
 
             new = outcome.credential
             chunks = -(-args.tickets // args.chunk)
@@ -253,8 +252,8 @@ def main() -> None:
             print(f"signing alone (one core, tight loop): {floor:,.0f}/s; re-sign / signing alone = {rate / floor:.2f}")
             fake.close()
     finally:
-        if workers is not None:
-            _stop(workers)
+        if worker_pool is not None:
+            _stop(worker_pool)
         from cardpipe import db
 
         db.reset()

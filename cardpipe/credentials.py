@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cardpipe import clock, secretbox
 from cardpipe.outbound import GuardedCardApi, OutboundGuard, stats_key
+from cardpipe.redis_values import as_text
 from cardpipe.rotation import RotationListener
 from cardpipe.settings import get_settings
 from models import Credential, CredentialKind, OfficialAccount
@@ -270,7 +271,7 @@ class CredentialStore:
         if keys.use_stable_token:
             token = self._fetch_stable(appid, keys.app_secret, force=force)
             rejected = self._redis.get(_rejected_key(appid))
-            if not force and rejected is not None and rejected.decode() == _fingerprint(token.value):
+            if not force and rejected is not None and as_text(rejected) == _fingerprint(token.value):
                 # WeChat handed back the very token it just refused: only a forced refresh helps.
                 token = self._fetch_stable(appid, keys.app_secret, force=True)
         else:

@@ -12,9 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from cardpipe.settings import Settings, get_settings
 
@@ -23,7 +26,7 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_MAX_OVERFLOW = 20
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     """WAL lets readers run beside the one writer; ``synchronous=NORMAL`` skips the fsync on
     every commit (WAL stays consistent after a crash of any process; only a power cut can lose
     the last commits), without which each commit holds the single write lock for a disk flush
@@ -31,7 +34,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     deferred transaction that reads, then writes after another writer committed, fails at once
     with "database is locked" (it cannot wait), so concurrent clients must retry; production
     runs on PostgreSQL."""
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -111,3 +114,11 @@ def reset() -> None:
         get_engine().dispose()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE, INSERT or DELETE run through a Session matched. Its result is a
+    cursor result, which ``Session.execute``'s signature does not say."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"a DML statement's result is a CursorResult, not {type(result).__name__}")
+    return result.rowcount

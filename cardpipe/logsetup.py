@@ -48,12 +48,12 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is when a record is emitted, not when the handler was
     made, so a handler outliving a redirected stderr (test runners, CliRunner) never writes to a
     closed stream."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

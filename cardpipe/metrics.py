@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cardpipe.credentials import refresh_failing_key, stats_key
 from cardpipe.outbound import ERRCODE_COUNTER_PREFIX
+from cardpipe.redis_values import as_text
 from cardpipe.services.checkin.occupancy import inside_everywhere, scan_totals
 from cardpipe.services.ops_history import LAG_BUCKETS_S, LAG_HISTOGRAM_KEY, LAST_SAMPLE_KEY
 from cardpipe.services.poll_tally import POLLS_KEY
@@ -84,8 +85,8 @@ class CardpipeCollector(Collector):
             "worker processes consuming the queue with a fresh heartbeat",
             labels=["queue"],
         )
-        for queue, count in self._monitor.live_consumers().items():
-            consumers.add_metric([queue], count)
+        for queue_name, count in self._monitor.live_consumers().items():
+            consumers.add_metric([queue_name], count)
         yield consumers
 
     def _scheduler(self) -> Iterator[Metric]:
@@ -103,7 +104,7 @@ class CardpipeCollector(Collector):
     def _claims(self) -> Iterator[Metric]:
         polls = self._redis.get(POLLS_KEY)
         yield CounterMetricFamily("cardpipe_claim_polls", "claim polls answered by the api", value=float(polls or 0))
-        raw = {k.decode(): float(v) for k, v in self._redis.hgetall(LAG_HISTOGRAM_KEY).items()}
+        raw = {as_text(k): float(v) for k, v in self._redis.hgetall(LAG_HISTOGRAM_KEY).items()}
         buckets = [(str(le), raw.get(str(le), 0.0)) for le in LAG_BUCKETS_S]
         buckets.append(("+Inf", raw.get("+Inf", 0.0)))
         yield HistogramMetricFamily(
@@ -119,7 +120,7 @@ class CardpipeCollector(Collector):
         )
         seconds = CounterMetricFamily("cardpipe_actor_seconds", "time spent in each actor", labels=["actor"])
         for raw_field, raw_value in self._redis.hgetall(ACTOR_METRICS_KEY).items():
-            actor, _, kind = raw_field.decode().rpartition("|")
+            actor, _, kind = as_text(raw_field).rpartition("|")
             if kind == "seconds":
                 seconds.add_metric([actor], float(raw_value))
             else:
@@ -256,7 +257,7 @@ class CardpipeCollector(Collector):
         )
         for appid in appids:
             for raw_field, raw_value in self._redis.hgetall(stats_key(appid)).items():
-                name = raw_field.decode()
+                name = as_text(raw_field)
                 events.add_metric([appid, name], float(raw_value))
                 if name.startswith(ERRCODE_COUNTER_PREFIX):
                     errors.add_metric([appid, name.removeprefix(ERRCODE_COUNTER_PREFIX)], float(raw_value))

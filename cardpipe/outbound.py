@@ -40,6 +40,7 @@ from redis import Redis
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cardpipe.db import rowcount
 from cardpipe.settings import Settings, get_settings
 from models import OfficialAccount
 from wechat.client import TICKET_PATH, CardApi, TokenSource
@@ -105,7 +106,7 @@ class Deferred(RateLimitExceeded):
     uncounted, and the worker logs it as routine (like :class:`RateLimited`)."""
 
     def __init__(self, reason: str, retry_at: float) -> None:
-        super().__init__(reason)
+        super().__init__(reason)  # type: ignore[no-untyped-call]  # dramatiq's DramatiqError.__init__ is unannotated
         self.retry_at = retry_at
 
 
@@ -278,11 +279,13 @@ class OutboundGuard:
         """End a 45009 block (the quota is back, or ops cleared it). True if one was in force."""
         removed = self._redis.delete(_key(appid, "blocked"), _key(appid, "probe-after"))
         with self._sessions() as session, session.begin():
-            cleared = session.execute(
-                update(OfficialAccount)
-                .where(OfficialAccount.appid == appid, OfficialAccount.quota_blocked_until.is_not(None))
-                .values(quota_blocked_until=None, quota_reason=None)
-            ).rowcount
+            cleared = rowcount(
+                session.execute(
+                    update(OfficialAccount)
+                    .where(OfficialAccount.appid == appid, OfficialAccount.quota_blocked_until.is_not(None))
+                    .values(quota_blocked_until=None, quota_reason=None)
+                )
+            )
         if removed or cleared:
             log.warning("official account %s: daily quota available again, outbound work resumes", appid)
         return bool(removed or cleared)

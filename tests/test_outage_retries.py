@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.message import Message
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,7 +42,7 @@ def _message(broker: RefusingBroker) -> Message[Any]:
 def test_a_retry_redis_refuses_is_tried_again_until_it_is_recorded() -> None:
     broker = RefusingBroker(refusals=3)
     message = _message(broker)
-    QuotaAwareRetries().after_process_message(broker, message, exception=ValueError("boom"))
+    QuotaAwareRetries().after_process_message(broker, MessageProxy(message), exception=ValueError("boom"))
     assert len(broker.enqueued) == 1 and broker.refusals == 0
     assert message.options["retries"] == 1
 
@@ -50,7 +51,7 @@ def test_a_message_failed_by_an_unreachable_database_is_deferred_uncounted() -> 
     broker = RefusingBroker(refusals=0)
     message = _message(broker)
     failure = OperationalError("SELECT 1", {}, Exception("connection refused"))
-    QuotaAwareRetries().after_process_message(broker, message, exception=failure)
+    QuotaAwareRetries().after_process_message(broker, MessageProxy(message), exception=failure)
     [(_, delay)] = broker.enqueued
     assert delay is not None and OUTAGE_DEFERRAL_MS <= delay <= OUTAGE_DEFERRAL_MS * 1.5
     assert "retries" not in message.options and message.options["quota_deferrals"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
@@ -46,7 +47,13 @@ def _stored_ticket(session: Session, world: World, card_id: str, code: str | Non
     return ticket
 
 
-def _add(world: World, card_id: str, card_ext: str) -> dict:
+def _card_ext(ticket: Ticket | None) -> str:
+    """The cardExt a signed ticket stores."""
+    assert ticket is not None and ticket.card_ext is not None
+    return ticket.card_ext
+
+
+def _add(world: World, card_id: str, card_ext: str) -> dict[str, Any]:
     return world.add(card_id, card_ext)
 
 
@@ -62,10 +69,10 @@ def test_stored_ticket_is_accepted_and_its_user_get_card_names_the_ticket(
 ) -> None:
     ticket = _stored_ticket(session, cardpipe_world, card_id, "GOODCODE1")
     session.expire_all()
-    stored = session.get(Ticket, ticket.id)
-    answer = _add(cardpipe_world, card_id, stored.card_ext)
+    stored = _card_ext(session.get(Ticket, ticket.id))
+    answer = _add(cardpipe_world, card_id, stored)
     assert answer["errMsg"] == "addCard:ok", answer
-    assert json.loads(stored.card_ext)["outer_str"] == str(ticket.id)
+    assert json.loads(stored)["outer_str"] == str(ticket.id)
 
 
 def test_fake_rejects_what_wechat_rejects(
@@ -75,7 +82,7 @@ def test_fake_rejects_what_wechat_rejects(
     api_ticket = credential_store().card_ticket(world.oa_appid).value
     now = int(fake.now())
 
-    good = json.loads(_stored_ticket(session, world, card_id, "SIGNED01").card_ext)
+    good = json.loads(_card_ext(_stored_ticket(session, world, card_id, "SIGNED01")))
     tampered = json.dumps({**good, "signature": "0" * 40})
     assert "签名错误" in _add(world, card_id, tampered)["errMsg"]
 
@@ -107,13 +114,14 @@ def test_expired_ticket_is_rejected_and_the_store_fetches_a_new_version(
 ) -> None:
     old = _stored_ticket(session, cardpipe_world, card_id, "EXPIRED1")
     fake.advance_clock(7300)
-    answer = _add(cardpipe_world, card_id, old.card_ext)
+    answer = _add(cardpipe_world, card_id, _card_ext(old))
     assert "签名错误" in answer["errMsg"]
     store = credential_store()
     outcome = store.refresh(cardpipe_world.oa_appid, "card_ticket", min_validity_s=0, force=True)
+    assert old.ticket_version is not None
     assert outcome.rotated and outcome.credential.version == old.ticket_version + 1
     fresh = _stored_ticket(session, cardpipe_world, card_id, "FRESH001", seq=2)
-    assert _add(cardpipe_world, card_id, fresh.card_ext)["errMsg"] == "addCard:ok"
+    assert _add(cardpipe_world, card_id, _card_ext(fresh))["errMsg"] == "addCard:ok"
 
 
 def test_concurrent_readers_cause_one_token_fetch(cardpipe_world: World, fake: FakeWeChatControl) -> None:

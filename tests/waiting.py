@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "condition") -> Any:
+def wait_until(condition: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:
     """The condition's first truthy value, checked every 50 ms; TimeoutError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -7,7 +7,7 @@ because WeChat's own samples put spaces around CDATA sections.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import Any, ClassVar, TypedDict
 from xml.etree.ElementTree import Element
 
 from defusedxml.ElementTree import ParseError, fromstring
@@ -15,6 +15,15 @@ from defusedxml.ElementTree import ParseError, fromstring
 
 class EventParseError(ValueError):
     """The body is not a card event WeChat would send."""
+
+
+class EventHeader(TypedDict):
+    """The fields every card event starts with (keyword arguments of any :class:`CardEvent`)."""
+
+    to_user: str
+    from_user: str
+    create_time: int
+    card_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +166,7 @@ def event_from_fields(values: dict[str, str]) -> CardEvent:
     if values.get("MsgType") != "event":
         raise EventParseError("not an event message")
     try:
-        common = {
+        common: EventHeader = {
             "to_user": values["ToUserName"],
             "from_user": values["FromUserName"],
             "create_time": int(values["CreateTime"]),
@@ -169,7 +178,7 @@ def event_from_fields(values: dict[str, str]) -> CardEvent:
     cls = _EVENT_TYPES.get(name)
     if cls is None:
         return OtherEvent(**common, name=name, extra=values)
-    specific: dict[str, object] = {}
+    specific: dict[str, Any] = {}
     for f in fields(cls):
         if f.name in _COMMON or f.name not in _XML_NAMES:
             continue

@@ -11,13 +11,25 @@ import time
 from typing import Any
 
 from dramatiq import Middleware
-from dramatiq.broker import Broker
-from dramatiq.message import Message
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
 
 from cardpipe.services.queues import ACTOR_METRICS_KEY, WORKER_QUEUES_KEY, dead_letter_reasons_key
 
 #: dramatiq's default dead_message_ttl: dead letters older than this are purged by the broker.
 DEAD_LETTER_TTL_S = 7 * 24 * 3600
+
+
+def as_redis_broker(broker: Broker) -> RedisBroker:
+    """The broker a middleware of ours was added to: always the Redis broker."""
+    if not isinstance(broker, RedisBroker):
+        raise TypeError(f"cardpipe's middleware runs on a RedisBroker, not {type(broker).__name__}")
+    return broker
+
+
+def _redis(broker: Broker) -> Redis:
+    return as_redis_broker(broker).client
 
 
 class DeadLetterReasons(Middleware):
@@ -29,14 +41,14 @@ class DeadLetterReasons(Middleware):
     broker's message id, for the ops monitor.
     """
 
-    def after_nack(self, broker: Broker, message: Message[Any]) -> None:
+    def after_nack(self, broker: Broker, message: MessageProxy) -> None:
         redis_id = message.options.get("redis_message_id")
         traceback = str(message.options.get("traceback", "")).strip().splitlines()
         if not redis_id or not traceback:
             return
-        client = broker.client  # type: ignore[attr-defined]
+        client = _redis(broker)
         queue = message.queue_name.removesuffix(".DQ")
-        key = dead_letter_reasons_key(broker.namespace, queue)  # type: ignore[attr-defined]
+        key = dead_letter_reasons_key(as_redis_broker(broker).namespace, queue)
         pipe = client.pipeline(transaction=False)
         pipe.hset(key, redis_id, f"{traceback[-1]}\n{int(time.time())}")
         pipe.expire(key, DEAD_LETTER_TTL_S)
@@ -50,14 +62,14 @@ class ActorMetrics(Middleware):
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
 
-    def before_process_message(self, broker: Broker, message: Message[Any]) -> None:
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         self._started[message.message_id] = time.perf_counter()
 
     def after_process_message(
-        self, broker: Broker, message: Message[Any], *, result: Any = None, exception: BaseException | None = None
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         started = self._started.pop(message.message_id, None)
-        pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe = _redis(broker).pipeline(transaction=False)
         actor = message.actor_name
         pipe.hincrby(ACTOR_METRICS_KEY, f"{actor}|{'failed' if exception else 'processed'}", 1)
         if started is not None:
@@ -74,7 +86,9 @@ class WorkerQueues(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         queues = sorted(q for q in worker.consumers if not q.endswith(".DQ"))
-        broker.client.hset(WORKER_QUEUES_KEY, broker.broker_id, ",".join(queues))  # type: ignore[attr-defined]
+        redis_broker = as_redis_broker(broker)
+        redis_broker.client.hset(WORKER_QUEUES_KEY, redis_broker.broker_id, ",".join(queues))
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        broker.client.hdel(WORKER_QUEUES_KEY, broker.broker_id)  # type: ignore[attr-defined]
+        redis_broker = as_redis_broker(broker)
+        redis_broker.client.hdel(WORKER_QUEUES_KEY, redis_broker.broker_id)

@@ -24,15 +24,15 @@ from typing import Any
 
 import dramatiq
 from dramatiq import Middleware, Worker
-from dramatiq.broker import Broker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.errors import ActorNotFound
-from dramatiq.message import Message
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from cardpipe.db import get_engine, session_scope
 from cardpipe.services import outbox
 from cardpipe.services.outbox import Intent
+from workers.middleware import as_redis_broker
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def _send(broker: Broker, intents: Sequence[Intent]) -> tuple[list[int], list[in
             log.error("outbox intent %d names no actor %r; dropped", intent.id, intent.actor)
             unknown.append(intent.id)
             continue
-        actor.send_with_options(args=tuple(intent.args), **{OPTION: intent.id})
+        options: dict[str, Any] = {OPTION: intent.id}
+        actor.send_with_options(args=tuple(intent.args), **options)
         sent.append(intent.id)
     return sent, unknown
 
@@ -116,7 +117,7 @@ def relay_once(broker: Broker, *, older_than_s: float = WRITER_GRACE_S) -> int:
 def check_epoch(broker: Broker) -> int:
     """If Redis lost its data (the epoch key is gone), set a new epoch and put every open intent
     back to unsent; how many. Exactly one relay wins the new epoch and does it."""
-    client = broker.client  # type: ignore[attr-defined]
+    client = as_redis_broker(broker).client
     if client.exists(EPOCH_KEY) or not client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True):
         return 0
     with session_scope() as session:
@@ -162,16 +163,16 @@ class OutboxRelay(Middleware):
                 self._stop.wait(self.interval_s)
 
     def after_process_message(
-        self, broker: Broker, message: Message[Any], *, result: Any = None, exception: BaseException | None = None
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         if exception is None:
             self._finish(message)
 
-    def after_nack(self, broker: Broker, message: Message[Any]) -> None:
+    def after_nack(self, broker: Broker, message: MessageProxy) -> None:
         self._finish(message)
 
     @staticmethod
-    def _finish(message: Message[Any]) -> None:
+    def _finish(message: MessageProxy) -> None:
         intent_id = message.options.get(OPTION)
         if intent_id is None:
             return

@@ -21,7 +21,7 @@ import random
 import time
 from typing import Any
 
-from dramatiq.broker import Broker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Retries
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -68,7 +68,7 @@ class _RecordingBroker:
 
 class QuotaAwareRetries(Retries):
     def after_process_message(
-        self, broker: Broker, message: Message[Any], *, result: Any = None, exception: BaseException | None = None
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         recording = _RecordingBroker(broker, self.logger)
         delay = None
@@ -77,9 +77,11 @@ class QuotaAwareRetries(Retries):
             if delay is None:
                 delay = outage_deferral_ms(exception) or outage_deferral_ms(exception.__context__ or exception)
         if delay is None:
-            super().after_process_message(recording, message, result=result, exception=exception)  # type: ignore[arg-type]
+            super().after_process_message(  # type: ignore[no-untyped-call]  # dramatiq's Retries hook is unannotated
+                recording, message, result=result, exception=exception
+            )
             return
         message.options["quota_deferrals"] = message.options.get("quota_deferrals", 0) + 1
         message.options["requeue_timestamp"] = int(time.time() * 1000)
         self.logger.info("Deferring message %r by %d ms: %s", message.message_id, delay, exception)
-        recording.enqueue(message, delay=delay)
+        recording.enqueue(message.copy(), delay=delay)

@@ -5,6 +5,9 @@ The gate's answer never waits on these: they run after the redemption is committ
 until WeChat takes the call (no retry limit; the backoff tops out at ``MAX_BACKOFF_MS``); WeChat
 errors (-1, timeouts, token, 45009/45011 quota) propagate to dramatiq's Retries. Why a retried
 consume is still exactly one consume in effect: ``cardpipe.services.redemption_sync``.
+
+Offline uploads and the end of an event queue :func:`consume_redeemed_codes`, one message per
+chunk of redemptions; a gate's online scan queues :func:`consume_redeemed_code`, one per scan.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ def consume_redeemed_code(redemption_id: int) -> None:
 
 
 @dramatiq.actor(queue_name="wechat", max_retries=None, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)
+def consume_redeemed_codes(redemption_ids: list[int]) -> None:
+    """:func:`consume_redeemed_code` for each of a chunk of ``ok`` redemptions still pending; a
+    retry redoes only those not settled yet."""
+    redemption_sync.sync_consumes(redemption_ids, _card_api)
+
+
+@dramatiq.actor(queue_name="wechat", max_retries=None, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)
 def make_code_unavailable(ticket_id: int) -> None:
     """``code/get`` then ``code/unavailable`` for one revoked ticket."""
     redemption_sync.sync_revocation(ticket_id, _card_api)
@@ -47,7 +57,8 @@ def resync_redemptions() -> None:
     """Re-queue pending consumes and revocations whose message was lost (for the scheduler)."""
     with session_scope() as session:
         redemption_ids, ticket_ids = redemption_sync.unsynced(session, idle_for=RESYNC_IDLE)
-    for redemption_id in redemption_ids:
-        consume_redeemed_code.send(redemption_id)
+    chunk = redemption_sync.CONSUME_CHUNK
+    for start in range(0, len(redemption_ids), chunk):
+        consume_redeemed_codes.send(redemption_ids[start : start + chunk])
     for ticket_id in ticket_ids:
         make_code_unavailable.send(ticket_id)

@@ -78,10 +78,11 @@ def online(api: str = ApiOption, direction: Direction = DirectionOption) -> None
 
 def _load(state_path: Path) -> dict[str, Any]:
     try:
-        return json.loads(state_path.read_text())
+        state: dict[str, Any] = json.loads(state_path.read_text())
     except (OSError, ValueError) as exc:
         console.print(f"[bold]error:[/bold] cannot read the gate state {state_path}: {exc}", style="red")
         raise typer.Exit(2) from None
+    return state
 
 
 def _save(state_path: Path, state: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from cardpipe.services import redemptions
+from cardpipe.services.scan_answers import Scan
 from cardpipe.services.scan_fields import ScanFields
 
 
@@ -36,7 +37,7 @@ def redeem(
         for error in exc.errors():
             console.print(f"[bold]error:[/bold] {error['loc'][-1]}: {error['msg']}", style="yellow")
         raise typer.Exit(2) from None
-    scan = redemptions.Scan(checked.code, checked.gate or gate, checked.nonce, checked.card_id, checked.event_id)
+    scan = Scan(checked.code, checked.gate or gate, checked.nonce, checked.card_id, checked.event_id)
     try:
         answer, intents = redemptions.redeem_and_queue(scan)
     except redemptions.RedemptionRefused as exc:

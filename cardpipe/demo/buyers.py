@@ -93,7 +93,7 @@ class Buyers:
     ) -> bool:
         """``wx.addCard`` then the result to the api; True once the cards are added."""
         result = self.fake.add_card(person, self.mp_appid, card_list, cancel=cancel)
-        added = result["errMsg"] == "addCard:ok"
+        added: bool = result["errMsg"] == "addCard:ok"
         posted = {"errMsg": result["errMsg"], "cardList": result["cardList"] if added else card_list}
         if len(numbers) == 1:
             ok(client.post(self.api(f"/v1/orders/{numbers[0]}/claim/result"), json=posted))
@@ -112,7 +112,7 @@ class Buyers:
     def _poll(self, client: requests.Session, url: str) -> dict[str, Any]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            answer = ok(client.get(url))
+            answer: dict[str, Any] = ok(client.get(url))
             if answer["status"] == "ready":
                 return answer
             time.sleep(answer.get("retry_after_ms", 200) / 1000)

@@ -114,7 +114,7 @@ class Demo:
             original_id="gh_demo",
         )
         self.fake.register_mp(self.mp_appid, self.mp_secret, self.oa_appid)
-        body = {
+        body: dict[str, Any] = {
             "app_secret": self.oa_secret,
             "server_token": self.server_token,
             "encoding_aes_key": self.aes_key,
@@ -148,7 +148,7 @@ class Demo:
                 "can_give_friend": self.misconfigured_card,
             },
         }
-        body = {
+        body: dict[str, Any] = {
             "name": "Demo Expo",
             "official_account_appid": self.oa_appid,
             "mini_program_appid": self.mp_appid,
@@ -300,9 +300,13 @@ class Demo:
         engine.dispose()
         return codes
 
+    def _accounts_and_event(self) -> None:
+        self.register_accounts()
+        self.create_event()
+
     def run(self) -> DemoReport:
         report = self.report
-        report.timed("accounts + event + card", 1, lambda: (self.register_accounts(), self.create_event()))
+        report.timed("accounts + event + card", 1, self._accounts_and_event)
         report.timed("users + order import", self.orders, self.make_users_and_import)
         report.timed("pre-issue", self.orders, self.preissue)
         if not self.doctor():

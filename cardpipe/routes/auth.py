@@ -44,10 +44,13 @@ def _check(credentials: HTTPAuthorizationCredentials | None, accepted: list[Secr
 
 Check = TypeVar("Check", bound=Callable[..., Any])
 
+#: The dependencies marked by :func:`authenticates`.
+_AUTHENTICATION_CHECKS: set[Callable[..., Any]] = set()
+
 
 def authenticates(check: Check) -> Check:
     """Mark a dependency taking the request's bearer credentials as an authentication check."""
-    check.authenticates = True  # type: ignore[attr-defined]
+    _AUTHENTICATION_CHECKS.add(check)
     return check
 
 
@@ -86,8 +89,8 @@ OwnGate = Annotated[GateIdentity, Depends(require_own_gate)]
 
 def _checks(dependant: Dependant) -> Iterator[Callable[..., Any]]:
     for dependency in dependant.dependencies:
-        if getattr(dependency.call, "authenticates", False):
-            yield dependency.call  # type: ignore[misc]
+        if dependency.call is not None and dependency.call in _AUTHENTICATION_CHECKS:
+            yield dependency.call
         yield from _checks(dependency)
 
 

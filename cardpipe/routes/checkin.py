@@ -15,16 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
-from cardpipe.services import outbox, ticket_classes
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, Responses
+from cardpipe.services import redemption_sync, ticket_classes
 from cardpipe.services.checkin import end_of_event, gates, lists, occupancy, offline_sync
 from models import CheckinList, ListPolicy
 from workers.outbox import flush
-from workers.redemptions import consume_redeemed_code
+from workers.redemptions import consume_redeemed_codes
 
 router = APIRouter(prefix="/v1/admin/events", tags=["venue"], dependencies=[AdminOnly], responses=ERRORS)
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such event, list or gate"}}
-REFUSED = {**NOT_FOUND, 409: {"model": ErrorResponse, "description": "The settings clash (name taken, window…)"}}
+NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "No such event, list or gate"}}
+REFUSED: Responses = {
+    **NOT_FOUND,
+    409: {"model": ErrorResponse, "description": "The settings clash (name taken, window…)"},
+}
 NAME = r"^[^:\x00-\x1f]+$"
 
 
@@ -235,7 +238,7 @@ def consume_at_end(
     try:
         with session_scope() as session:
             queued = end_of_event.consume_entered_tickets(session, event_id, list_id)
-            consumes = outbox.add_many(session.connection(), consume_redeemed_code.actor_name, [[i] for i in queued])
+            consumes = redemption_sync.queue_consumes(session.connection(), consume_redeemed_codes.actor_name, queued)
     except (lists.UnknownList, lists.ListError) as exc:
         raise _refused(exc) from exc
     background.add_task(flush, consumes)

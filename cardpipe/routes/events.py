@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Unprocessable
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, FieldError, InboundModel, Responses, Unprocessable
 from cardpipe.runtime import credential_store
 from cardpipe.services import events, order_file, order_import
 from cardpipe.services.preissue import PreissueError, tracking
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1/admin/events", tags=["events"], dependencies=[Adm
 #: The import endpoint takes files, so it has its own body limit (``max_import_bytes``).
 IMPORT_PATH_PATTERN = r"/v1/admin/events/[^/]+/orders"
 APPID = Field(pattern=r"^wx[0-9A-Za-z]{6,30}$", description="WeChat appid (wx…)")
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such event"}}
+NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "No such event"}}
 FORMATS = {
     "text/csv": order_file.ImportFormat.CSV,
     "application/csv": order_file.ImportFormat.CSV,

@@ -16,11 +16,11 @@ from cardpipe.db import session_scope
 from cardpipe.routes.auth import OwnGate
 from cardpipe.routes.hygiene import API_CSP, page_csp
 from cardpipe.routes.schemas import ERRORS
-from cardpipe.services import outbox
+from cardpipe.services import redemption_sync
 from cardpipe.services.checkin import offline_sync, snapshot
 from models import Direction, RedemptionResult
 from workers.outbox import flush
-from workers.redemptions import consume_redeemed_code
+from workers.redemptions import consume_redeemed_codes
 
 router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERRORS)
 page_router = APIRouter(tags=["gate"])
@@ -97,8 +97,8 @@ def upload_scans(body: UploadIn, gate: OwnGate, background: BackgroundTasks) -> 
     with session_scope() as session:
         report = offline_sync.merge(session, gate, scans)
         # On the connection: Core's multi-row insert, not the ORM's bulk machinery.
-        consumes = outbox.add_many(
-            session.connection(), consume_redeemed_code.actor_name, [[i] for i in report.consumes]
+        consumes = redemption_sync.queue_consumes(
+            session.connection(), consume_redeemed_codes.actor_name, report.consumes
         )
     background.add_task(flush, consumes)
     return UploadOut(

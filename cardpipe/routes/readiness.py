@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import AdminOnly
-from cardpipe.routes.schemas import ERRORS, ErrorResponse
+from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId
 from cardpipe.runtime import credential_store, redis_client, wechat_http
 from cardpipe.services.events import UnknownEvent
 from cardpipe.services.queues import QueueMonitor
@@ -64,7 +64,7 @@ def _out(report: Report) -> ReportOut:
     response_model=ReportOut,
     responses={404: {"model": ErrorResponse, "description": "No such event"}},
 )
-def event_readiness(event_id: int) -> ReportOut:
+def event_readiness(event_id: EventId) -> ReportOut:
     """Will this event work at launch? Every item ok / warning / failing, with remedies."""
     try:
         with session_scope() as session:

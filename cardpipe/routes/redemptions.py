@@ -21,6 +21,7 @@ from cardpipe.routes.schemas import ERRORS, ErrorResponse, EventId, InboundModel
 from cardpipe.services import redemption_report, redemptions, revocations
 from cardpipe.services.checkin.gates import GateIdentity
 from cardpipe.services.outbox import Intent
+from cardpipe.services.scan_answers import Scan
 from cardpipe.services.scan_fields import ScanFields
 from models import ConsumeSync, Direction, RedemptionResult
 from workers.outbox import flush, sender
@@ -60,19 +61,17 @@ SCAN_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _scan_of(body: RedemptionIn, identity: GateIdentity | None) -> redemptions.Scan:
+def _scan_of(body: RedemptionIn, identity: GateIdentity | None) -> Scan:
     """The scan, scoped to the gate's own event and list when it scans under its own token."""
     if identity is None:
         if body.gate is None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "gate is required with a shared gate token")
-        return redemptions.Scan(body.code, body.gate, body.nonce, body.card_id, body.event_id, body.direction)
+        return Scan(body.code, body.gate, body.nonce, body.card_id, body.event_id, body.direction)
     if body.gate is not None and body.gate != identity.name:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"this token is gate {identity.name!r}'s")
     if body.event_id is not None and body.event_id != identity.event_id:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"this gate scans for event {identity.event_id}")
-    return redemptions.Scan(
-        body.code, identity.name, body.nonce, body.card_id, identity.event_id, body.direction, identity.list_id
-    )
+    return Scan(body.code, identity.name, body.nonce, body.card_id, identity.event_id, body.direction, identity.list_id)
 
 
 @dataclass(frozen=True, slots=True)

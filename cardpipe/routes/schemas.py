@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path
 from pydantic import BaseModel, model_validator
@@ -55,7 +55,10 @@ class Unprocessable(BaseModel):
     detail: str | list[FieldError]
 
 
-ERRORS = {
+#: A route's or router's documented answers other than its success (FastAPI's ``responses``).
+Responses = dict[int | str, dict[str, Any]]
+
+ERRORS: Responses = {
     401: {"model": ErrorResponse, "description": "No bearer token"},
     403: {"model": ErrorResponse, "description": "Token not accepted"},
     413: {"model": ErrorResponse, "description": "Body over the size limit"},

@@ -27,7 +27,7 @@ MAX_BACKOFF_S = 3600.0
 
 
 def backoff_s(failures: int) -> float:
-    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** max(0, failures - 1))
+    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** max(0, failures - 1))
 
 
 def describe(error: ConfigurationError) -> str:

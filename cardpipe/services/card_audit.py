@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from cardpipe.db import rowcount
 from models import Event
 
 VERIFY_OK = "CARD_STATUS_VERIFY_OK"
@@ -22,4 +23,4 @@ def record_verdict(session: Session, *, event_id: int, status: str, at: datetime
         .values(card_status=status, card_status_at=at)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)
+    return bool(rowcount(result))

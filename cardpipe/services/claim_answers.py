@@ -11,7 +11,7 @@ once per order in ``claim_cache.JIT_RESEND_S`` (every time while Redis is away).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 from anyio import to_thread
@@ -26,8 +26,9 @@ from cardpipe.services.claim_ownership import OrderRef
 from cardpipe.services.miniprogram_sessions import MpSession
 from cardpipe.services.outbox import Intent
 
-#: Hands committed intents to the broker (the entry point's outbox flush).
-SendIntents = Callable[[list[Intent]], None]
+#: Hands committed intents to the broker (the entry point's outbox flush): False if it refused
+#: and the intents are left to the relay.
+SendIntents = Callable[[Sequence[Intent]], bool]
 
 
 def request_issue(to_issue: list[tuple[int, int]], *, issue_actor: str, send: SendIntents) -> None:

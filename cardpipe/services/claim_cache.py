@@ -25,6 +25,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from cardpipe.credentials import card_ticket_cache_key
+from cardpipe.redis_values import as_bytes
 
 KEY_PREFIX = "cardpipe:claim:"
 _GENERATION_PREFIX = "cardpipe:claim-gen:"
@@ -94,7 +95,9 @@ def _ticket_version(raw: bytes | None) -> int | None:
 async def read_many(redis: AsyncRedis, keys: list[str], oa_appid: str) -> list[CachedClaim | None]:
     """The records of ``keys`` that may be served as they are, in one round trip: a missing
     record, a stale one, or one built for another OA than the caller's is None (to rebuild)."""
-    *raws, ticket = await redis.mget(*keys, card_ticket_cache_key(oa_appid))
+    *raws, ticket = [
+        None if raw is None else as_bytes(raw) for raw in await redis.mget(*keys, card_ticket_cache_key(oa_appid))
+    ]
     current = _ticket_version(ticket)
     claims = [None if raw is None else CachedClaim.decode(raw) for raw in raws]
     return [
@@ -104,7 +107,7 @@ async def read_many(redis: AsyncRedis, keys: list[str], oa_appid: str) -> list[C
 
 def generations(redis: Redis, keys: list[str]) -> list[bytes]:
     """Read before the database, handed back to :func:`store_if_current`."""
-    return [raw or b"0" for raw in redis.mget([_generation_key(key) for key in keys])]
+    return [as_bytes(raw) if raw else b"0" for raw in redis.mget([_generation_key(key) for key in keys])]
 
 
 def store_if_current(redis: Redis, records: Sequence[tuple[str, CachedClaim, bytes, int]]) -> int:
@@ -114,7 +117,7 @@ def store_if_current(redis: Redis, records: Sequence[tuple[str, CachedClaim, byt
         return 0
     keys = [name for key, _, _, _ in records for name in (key, _generation_key(key))]
     args = [arg for _, claim, seen, ttl_ms in records for arg in (seen, claim.encode(), ttl_ms)]
-    return int(redis.eval(_STORE_IF_CURRENT, len(keys), *keys, *args))  # type: ignore[arg-type]
+    return int(redis.eval(_STORE_IF_CURRENT, len(keys), *keys, *args))
 
 
 def invalidate(redis: Redis, keys: Iterable[str]) -> None:

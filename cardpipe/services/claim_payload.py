@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import Row, bindparam, select
@@ -97,17 +96,21 @@ def build_claims(
     return built
 
 
-def _issued(ticket: Row[Any]) -> bool:
+#: (id, order id, state, card id, cardExt, card ticket version) of a ticket.
+_TicketRow = Row[int, int, str, str, str | None, int | None]
+
+
+def _issued(ticket: _TicketRow) -> bool:
     """Issued: out of ``pending``, with its cardExt and the card ticket version that signed it."""
     return ticket.state != TicketState.PENDING and ticket.card_ext is not None and ticket.ticket_version is not None
 
 
-def _tickets_of(session: Session, order_ids: Collection[int]) -> dict[int, list[Row[Any]]]:
+def _tickets_of(session: Session, order_ids: Collection[int]) -> dict[int, list[_TicketRow]]:
     """order id → its tickets, in seat order."""
     if not order_ids:
         return {}
     rows = session.execute(_TICKETS_OF, {"order_ids": list(order_ids)}).all()
-    tickets: dict[int, list[Row[Any]]] = defaultdict(list)
+    tickets: dict[int, list[_TicketRow]] = defaultdict(list)
     for row in rows:
         tickets[row.order_id].append(row)
     return tickets
@@ -123,7 +126,7 @@ _TICKETS_OF = (
 def _claimable_cards(
     session: Session,
     orders: Mapping[int, OwnedOrder],
-    tickets: Mapping[int, list[Row[Any]]],
+    tickets: Mapping[int, list[_TicketRow]],
     card_ticket: Callable[[str], StoredCredential],
 ) -> dict[int, list[tuple[str, str, int]]]:
     """order id → (card id, cardExt, ticket version) of its outstanding tickets, in seat order
@@ -137,7 +140,10 @@ def _claimable_cards(
     resigned = False
     for oa_appid, current in currents.items():
         stale = [
-            t.id for t in outstanding if orders[t.order_id].oa_appid == oa_appid and t.ticket_version < current.version
+            t.id
+            for t in outstanding
+            if orders[t.order_id].oa_appid == oa_appid
+            and (t.ticket_version is None or t.ticket_version < current.version)
         ]
         if stale:
             resign_tickets(session, stale, api_ticket=current.value, version=current.version)
@@ -148,8 +154,11 @@ def _claimable_cards(
     cards: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
     for order_id in orders:
         for t in tickets.get(order_id, []):
-            if t.state in CLAIMABLE_STATES:
-                cards[order_id].append((t.card_id, t.card_ext, t.ticket_version))
+            if t.state not in CLAIMABLE_STATES:
+                continue
+            if t.card_ext is None or t.ticket_version is None:
+                raise RuntimeError(f"an outstanding ticket of order {order_id} is not signed")
+            cards[order_id].append((t.card_id, t.card_ext, t.ticket_version))
     return cards
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.db import rowcount
 from models import (
     CLAIMABLE_STATES,
     RECEIVED_STATES,
@@ -53,7 +54,7 @@ def serve(session: Session, ticket_ids: Collection[int]) -> int:
     if not ticket_ids:
         return 0
     now = clock.now()
-    return session.execute(_SERVE, {"ticket_ids": list(ticket_ids), "now": now}).rowcount
+    return rowcount(session.execute(_SERVE, {"ticket_ids": list(ticket_ids), "now": now}))
 
 
 #: Built once: serving is part of every cache fill.
@@ -99,7 +100,7 @@ def confirm_claim(
 
     def guarded(*where: ColumnElement[bool], **extra: object) -> int:
         statement = update(Ticket).where(*matches, *where).values({**values, **extra})
-        return session.execute(statement.execution_options(synchronize_session=False)).rowcount
+        return rowcount(session.execute(statement.execution_options(synchronize_session=False)))
 
     if guarded(Ticket.state.in_(CLAIMABLE_STATES), state=TicketState.CLAIMED, claimed_at=now):
         return ClaimOutcome.CLAIMED
@@ -114,12 +115,14 @@ def record_client_report(session: Session, *, ticket_id: int, card_id: str) -> C
     recorded (CONFIRMED), or was already (DUPLICATE); a ticket of another card is UNMATCHED."""
     now = clock.now()
     matches = (Ticket.id == ticket_id, Ticket.card_id == card_id, Ticket.confirmed_by_wechat.is_(True))
-    changed = session.execute(
-        update(Ticket)
-        .where(*matches, Ticket.state.in_(RECEIVED_STATES), Ticket.confirmed_by_client.is_(False))
-        .values(confirmed_by_client=True, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    changed = rowcount(
+        session.execute(
+            update(Ticket)
+            .where(*matches, Ticket.state.in_(RECEIVED_STATES), Ticket.confirmed_by_client.is_(False))
+            .values(confirmed_by_client=True, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if changed:
         return ClaimOutcome.CONFIRMED
     known = session.execute(select(Ticket.id).where(*matches)).scalar_one_or_none()

@@ -96,7 +96,8 @@ def card_create_body(spec: CardSpec, code_mode: CodeMode) -> dict[str, Any]:
     base_info.setdefault("code_type", "CODE_TYPE_QRCODE")
     base_info.setdefault("can_give_friend", False)
     base_info.setdefault("can_share", False)
-    sku = base_info.get("sku") if isinstance(base_info.get("sku"), dict) else {}
+    given_sku = base_info.get("sku")
+    sku: dict[str, Any] = given_sku if isinstance(given_sku, dict) else {}
     if code_mode == CodeMode.DEPOSIT:
         base_info["get_custom_code_mode"] = DEPOSIT_MODE
         base_info["sku"] = {**sku, "quantity": 0}

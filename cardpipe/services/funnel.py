@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from cardpipe import clock
 from cardpipe.credentials import stats_key
+from cardpipe.redis_values import as_text
 from models import Event, OfficialAccount, Order, Ticket, TicketState
 
 #: Claim rate is reported over this window.
@@ -65,7 +66,7 @@ def event_funnel(session: Session, redis: Redis, event_id: int, *, now: datetime
     for state, count in session.execute(
         select(Ticket.state, func.count()).where(Ticket.event_id == event_id).group_by(Ticket.state)
     ):
-        by_state[state] = count
+        by_state[TicketState(state)] = count
     recent_claims = session.scalar(
         select(func.count()).where(Ticket.event_id == event_id, Ticket.claimed_at >= now - CLAIM_RATE_WINDOW)
     )
@@ -73,7 +74,7 @@ def event_funnel(session: Session, redis: Redis, event_id: int, *, now: datetime
     assert account is not None
     blocked = account.quota_blocked_until is not None and account.quota_blocked_until > now
     quota = QuotaState(blocked, account.quota_blocked_until, account.quota_reason) if blocked else NOT_BLOCKED
-    counters = {k.decode(): int(float(v)) for k, v in redis.hgetall(stats_key(account.appid)).items()}
+    counters = {as_text(k): int(float(v)) for k, v in redis.hgetall(stats_key(account.appid)).items()}
     return EventFunnel(
         event_id=event.id,
         name=event.name,

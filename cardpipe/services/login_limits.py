@@ -44,7 +44,7 @@ def check_login(redis: Redis, limits: LoginLimits, *, client: str, appid: str) -
     """Count one login attempt of ``client`` for ``appid``; refused past either limit."""
     keys = [f"cardpipe:login-limit:client:{client}", f"cardpipe:login-limit:appid:{appid}"]
     try:
-        client_count, appid_count, client_ttl, appid_ttl = redis.eval(_COUNT, 2, *keys, limits.window_s)  # type: ignore[misc]
+        client_count, appid_count, client_ttl, appid_ttl = redis.eval(_COUNT, 2, *keys, limits.window_s)
     except RedisError as exc:
         log.warning("login limit not checked (Redis: %s); letting the login through", type(exc).__name__)
         return Verdict(True)

@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cardpipe.outbound import ERRCODE_COUNTER_PREFIX, stats_key
+from cardpipe.redis_values import as_members, as_text
 from cardpipe.services.checkin.occupancy import inside_everywhere
 from cardpipe.services.queues import QueueMonitor
 from models import Credential, OfficialAccount, Redemption, RedemptionResult, Ticket
@@ -89,7 +90,11 @@ def confirmation_lags(session: Session, start: datetime, end: datetime) -> list[
             Ticket.confirmed_at >= start, Ticket.confirmed_at < end, Ticket.claimed_at.is_not(None)
         )
     )
-    return sorted(max(0.0, (confirmed - claimed).total_seconds()) for claimed, confirmed in rows)
+    return sorted(
+        max(0.0, (confirmed - claimed).total_seconds())
+        for claimed, confirmed in rows
+        if claimed is not None and confirmed is not None
+    )
 
 
 def _quantile(ordered: list[float], q: float) -> float:
@@ -142,7 +147,7 @@ def wechat_errors(window: SampleWindow) -> Labelled:
     totals: dict[str, float] = {}
     for appid in _appids(window.session):
         for raw_field, raw_value in window.redis.hgetall(stats_key(appid)).items():
-            name = raw_field.decode()
+            name = as_text(raw_field)
             if name.startswith(ERRCODE_COUNTER_PREFIX):
                 errcode = name.removeprefix(ERRCODE_COUNTER_PREFIX)
                 totals[errcode] = totals.get(errcode, 0.0) + float(raw_value)
@@ -242,7 +247,7 @@ def history(redis: Redis, *, minutes: int = 60, now: float | None = None) -> His
     last = minute_of(time.time() if now is None else now)
     axis = [last - MINUTE_S * i for i in range(minutes - 1, -1, -1)]
     # One extra minute before the axis, so running totals have a first increase.
-    raw = redis.zrangebyscore(SAMPLES_KEY, axis[0] - MINUTE_S, last)
+    raw = as_members(redis.zrangebyscore(SAMPLES_KEY, axis[0] - MINUTE_S, last))
     samples: dict[int, Mapping[str, Labelled]] = {}
     for member in raw:
         sample = json.loads(member)

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.db import rowcount
 from cardpipe.services.events import UnknownEvent
 from cardpipe.services.order_file import (
     MAX_REPORTED,
@@ -177,9 +178,9 @@ def _lock_event(session: Session, event_id: int) -> None:
     if session.get_bind().dialect.name == "postgresql":
         found = session.scalar(select(Event.id).where(Event.id == event_id).with_for_update())
     else:
-        found = session.execute(
-            update(Event).where(Event.id == event_id).values(orders_total=Event.orders_total)
-        ).rowcount
+        found = rowcount(
+            session.execute(update(Event).where(Event.id == event_id).values(orders_total=Event.orders_total))
+        )
     if not found:
         raise UnknownEvent(f"no event {event_id}")
 

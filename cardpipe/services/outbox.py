@@ -28,6 +28,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.db import rowcount
 from models import OutboxMessage
 
 Executor = Session | Connection
@@ -93,7 +94,7 @@ def resend_open(session: Session) -> int:
         .values(sent_at=None)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def open_count(session: Session) -> tuple[int, int]:

@@ -118,21 +118,29 @@ def _user_consume_card(session: Session, event: UserConsumeCard, event_id: int) 
     return Handled(orders=[] if found is None else [found[1]])
 
 
-def _card_verdict(status: str) -> Callable[[Session, CardEvent, int], Handled]:
-    def record(session: Session, event: CardEvent, event_id: int) -> Handled:
-        changed = card_audit.record_verdict(session, event_id=event_id, status=status, at=_pushed_at(event))
-        return Handled() if changed else Handled(note="a later verdict on this card is recorded")
-
-    return record
+def _card_verdict(session: Session, event: CardEvent, event_id: int, status: str) -> Handled:
+    changed = card_audit.record_verdict(session, event_id=event_id, status=status, at=_pushed_at(event))
+    return Handled() if changed else Handled(note="a later verdict on this card is recorded")
 
 
-_HANDLERS: dict[type[CardEvent], Callable[[Session, CardEvent, int], Handled]] = {
-    UserGetCard: _user_get_card,  # type: ignore[dict-item]
-    UserDelCard: _user_del_card,  # type: ignore[dict-item]
-    UserConsumeCard: _user_consume_card,  # type: ignore[dict-item]
-    CardPassCheck: _card_verdict(card_audit.VERIFY_OK),
-    CardNotPassCheck: _card_verdict(card_audit.VERIFY_FAIL),
-}
+#: Acts on one push, given the session and the event (organiser's) its card belongs to.
+Handler = Callable[[Session, int], Handled]
+
+
+def _handler_of(event: CardEvent) -> Handler | None:
+    """What acting on ``event`` takes (None: a push we only store)."""
+    match event:
+        case UserGetCard():
+            return lambda session, event_id: _user_get_card(session, event, event_id)
+        case UserDelCard():
+            return lambda session, event_id: _user_del_card(session, event, event_id)
+        case UserConsumeCard():
+            return lambda session, event_id: _user_consume_card(session, event, event_id)
+        case CardPassCheck():
+            return lambda session, event_id: _card_verdict(session, event, event_id, card_audit.VERIFY_OK)
+        case CardNotPassCheck():
+            return lambda session, event_id: _card_verdict(session, event, event_id, card_audit.VERIFY_FAIL)
+    return None
 
 
 #: (official account id, card id) → the event of that account with that card (None: none).
@@ -145,7 +153,7 @@ def handle(
     """Act on a push that arrived at ``official_account_id``'s URL: only on the event of that
     account whose card the push names; a card of anyone else's is noted as foreign.
     ``events_of_cards`` remembers the lookups within one transaction (a batch of pushes)."""
-    handler = _HANDLERS.get(type(event))
+    handler = _handler_of(event)
     if handler is None:
         return Handled()
     known = {} if events_of_cards is None else events_of_cards
@@ -155,7 +163,7 @@ def handle(
     event_id = known[key]
     if event_id is None:
         return Handled(note=tenancy.foreign_card_note(event.card_id))
-    return handler(session, event, event_id)
+    return handler(session, event_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.db import rowcount
 from models import PushNonce
 from wechat.errors import SignatureError
 
@@ -87,4 +88,4 @@ def prune(session: Session, *, older_than_s: float) -> int:
     """Forget pairs received more than ``older_than_s`` ago; returns how many."""
     cutoff = clock.now() - timedelta(seconds=older_than_s)
     result = session.execute(delete(PushNonce).where(PushNonce.received_at < cutoff))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
+
+from cardpipe.redis_values import as_bytes, as_members, as_scored, as_text
 
 #: Options dramatiq adds while a message is retried or failed; a requeued message starts clean.
 _FAILURE_OPTIONS = ("eta", "retries", "traceback", "requeue_timestamp", "redis_message_id")
@@ -72,7 +75,7 @@ def _failure_line(recorded: bytes | None, options: dict[str, Any]) -> str:
 
 
 class QueueMonitor:
-    def __init__(self, broker: RedisBroker, *, clock: Any = time.time) -> None:
+    def __init__(self, broker: RedisBroker, *, clock: Callable[[], float] = time.time) -> None:
         self._broker = broker
         self._redis = broker.client
         self._ns = broker.namespace
@@ -86,7 +89,7 @@ class QueueMonitor:
 
     def workers(self) -> list[WorkerHeartbeat]:
         now_ms = self._clock() * 1000
-        beats = self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1, withscores=True)
+        beats = as_scored(self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1, withscores=True))
         queues = self.queue_names()
         result = []
         for raw_id, last_seen in beats:
@@ -102,13 +105,13 @@ class QueueMonitor:
     def live_consumers(self, max_age_s: float = LIVE_WORKER_AGE_S) -> dict[str, int]:
         """Per queue, the worker processes consuming it whose heartbeat is under ``max_age_s`` old."""
         now_ms = self._clock() * 1000
-        beats = dict(self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1, withscores=True))
+        beats = dict(as_scored(self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1, withscores=True)))
         counts = dict.fromkeys(self.queue_names(), 0)
         for worker_id, queues in self._redis.hgetall(WORKER_QUEUES_KEY).items():
-            last_seen = beats.get(worker_id)
+            last_seen = beats.get(as_bytes(worker_id))
             if last_seen is None or now_ms - last_seen > max_age_s * 1000:
                 continue
-            for queue in queues.decode().split(","):
+            for queue in as_text(queues).split(","):
                 if queue in counts:
                     counts[queue] += 1
         return counts
@@ -120,7 +123,7 @@ class QueueMonitor:
         return int(self._redis.hdel(WORKER_QUEUES_KEY, *departed)) if departed else 0
 
     def queues(self) -> list[QueueStats]:
-        worker_ids = [raw.decode() for raw in self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1)]
+        worker_ids = [raw.decode() for raw in as_members(self._redis.zrange(f"{self._ns}:__heartbeats__", 0, -1))]
         result = []
         for queue in self.queue_names():
             pipe = self._redis.pipeline(transaction=False)
@@ -142,11 +145,11 @@ class QueueMonitor:
         payload = self._redis.hget(self._key(queue, "msgs"), redis_id)
         if payload is None:
             return None
-        sent_ms = json.loads(payload)["message_timestamp"]
+        sent_ms = float(json.loads(payload)["message_timestamp"])
         return round(max(0.0, self._clock() - sent_ms / 1000), 3)
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        entries = self._redis.zrevrange(self._key(queue, "XQ"), 0, limit - 1, withscores=True)
+        entries = as_scored(self._redis.zrevrange(self._key(queue, "XQ"), 0, limit - 1, withscores=True))
         if not entries:
             return []
         ids = [redis_id for redis_id, _ in entries]
@@ -179,9 +182,9 @@ class QueueMonitor:
         payload = self._redis.hget(self._key(queue, "XQ", "msgs"), redis_id)
         if payload is None:
             return False
-        message = Message.decode(payload)
+        message = Message.decode(as_bytes(payload))
         options = {k: v for k, v in message.options.items() if k not in _FAILURE_OPTIONS}
-        fresh = Message(
+        fresh: Message[Any] = Message(
             queue_name=queue,
             actor_name=message.actor_name,
             args=message.args,

@@ -23,12 +23,25 @@ errcode: it refused, so *this* call consumed nothing) takes the doubt back
 
 A ``user_consume_card`` push for our consume may be processed before the worker has stored the
 answer; it sees the consume in doubt and settles it as ``done`` (``record_wechat_consume``).
+
+Consumes in sets
+----------------
+An offline gate's upload or the end of an event redeems tickets by the thousand; their consumes
+are queued as one intent (and one message) per :data:`CONSUME_CHUNK` redemptions
+(:func:`queue_consumes`), not one per ticket. WeChat consumes one code per call, so
+:func:`sync_consumes` takes the chunk's redemptions that are still ``pending`` and brings each
+through :func:`sync_consume` above, guarded by its own row as a single consume is: a message run
+twice, or retried after a partial failure, redoes only what is not settled. A failure that is not
+about one code (transport, -1, token, quota or rate, our own database) stops the chunk at once
+and propagates, so the message is retried (quota refusals deferred) for the rest; WeChat refusing
+one code with an unexpected errcode does not hold the others back: it is raised once the rest were
+tried. The message's outbox intent is dropped only when the whole chunk succeeded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,6 +50,8 @@ from sqlalchemy.orm import Session
 
 from cardpipe import clock
 from cardpipe.db import session_scope
+from cardpipe.services import outbox
+from cardpipe.services.outbox import Executor, Intent
 from cardpipe.services.wechat_consumes import mark_consume_disagrees
 from models import ConsumeSync, Event, OfficialAccount, Redemption, Revocation, Ticket
 from wechat.client import CardApi
@@ -56,6 +71,9 @@ _CODE_REFUSED = frozenset({40056, 40116, 40127})
 UNKNOWN_CODE = "UNKNOWN_CODE"
 
 ApiFor = Callable[[str], CardApi]
+
+#: Redemptions per consume message: a few seconds of a worker's calls at WeChat's rate.
+CONSUME_CHUNK = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +113,47 @@ def sync_consume(redemption_id: int, api_for: ApiFor) -> ConsumeSync | None:
     if status == CONSUMED:
         return _settle_consumed(target.row_id, "WeChat had the code consumed before our consume reached it")
     return _disagree(target.row_id, f"WeChat reports the code {status}: it cannot be consumed")
+
+
+def queue_consumes(executor: Executor, actor: str, redemption_ids: Sequence[int]) -> list[Intent]:
+    """The intents, in the writer's transaction, to run ``actor`` (the worker that calls
+    :func:`sync_consumes`) on these redemptions: one per :data:`CONSUME_CHUNK` of them. The writer
+    flushes them after its commit."""
+    ids = list(redemption_ids)
+    chunks = [[ids[start : start + CONSUME_CHUNK]] for start in range(0, len(ids), CONSUME_CHUNK)]
+    return outbox.add_many(executor, actor, chunks)
+
+
+def sync_consumes(redemption_ids: Sequence[int], api_for: ApiFor) -> dict[int, ConsumeSync]:
+    """:func:`sync_consume` for each of these redemptions still ``pending``, in id order; the
+    outcome of each one settled now. See "Consumes in sets" above for what stops the set."""
+    with session_scope() as session:
+        pending = session.scalars(
+            select(Redemption.id)
+            .where(Redemption.id.in_(list(redemption_ids)), Redemption.consume_sync == ConsumeSync.PENDING)
+            .order_by(Redemption.id)
+        ).all()
+    apis: dict[str, CardApi] = {}
+
+    def api_once(appid: str) -> CardApi:
+        if appid not in apis:
+            apis[appid] = api_for(appid)
+        return apis[appid]
+
+    outcomes: dict[int, ConsumeSync] = {}
+    refused: BusinessError | None = None
+    for redemption_id in pending:
+        try:
+            outcome = sync_consume(redemption_id, api_once)
+        except BusinessError as exc:
+            log.warning("WeChat refused the consume of redemption %d: %s", redemption_id, exc)
+            refused = refused or exc
+            continue
+        if outcome is not None:
+            outcomes[redemption_id] = outcome
+    if refused is not None:
+        raise refused
+    return outcomes
 
 
 def _start_consume(redemption_id: int) -> _Target | None:

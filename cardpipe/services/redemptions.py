@@ -181,11 +181,15 @@ def _redeem(session: Session, scan: Scan, now: datetime, *, consume_actor: str |
         return _record(conn, scan, None, RedemptionResult.INVALID, now, event_id=_gate_event_id(conn, scan))
     if not _is_gates_event(ticket, scan):
         return _record(conn, scan, ticket, RedemptionResult.WRONG_EVENT, now, event_id=_gate_event_id(conn, scan))
-    where = {"list_id": scan.list_id, "gate": scan.gate, "direction": scan.direction, "now": now}
     if conn.dialect.name == "postgresql":
-        decided, changes = admission.plan(session, ticket, **where)
+        decided, changes = admission.plan(
+            session, ticket, list_id=scan.list_id, gate=scan.gate, direction=scan.direction, now=now
+        )
     else:
-        decided, changes = admission.admit(session, ticket, **where), None
+        admitted = admission.admit(
+            session, ticket, list_id=scan.list_id, gate=scan.gate, direction=scan.direction, now=now
+        )
+        decided, changes = admitted, None
     return _record(
         conn,
         scan,
@@ -199,13 +203,13 @@ def _redeem(session: Session, scan: Scan, now: datetime, *, consume_actor: str |
     )
 
 
-def _is_gates_event(ticket: Row[Any], scan: Scan) -> bool:
+def _is_gates_event(ticket: Row[*tuple[Any, ...]], scan: Scan) -> bool:
     if scan.event_id is not None and ticket.event_id != scan.event_id:
         return False
     return not scan.card_id or ticket.card_id == scan.card_id
 
 
-def _locked_candidates(conn: Connection, scan: Scan) -> list[Row[Any]]:
+def _locked_candidates(conn: Connection, scan: Scan) -> list[Row[*tuple[Any, ...]]]:
     """The tickets the scan may name, locked, each with the redemption already recorded under
     the scan's nonce (``seen``). A code is unique per card, so without a card_id it may (very
     rarely) name tickets of several events."""
@@ -217,7 +221,9 @@ def _locked_candidates(conn: Connection, scan: Scan) -> list[Row[Any]]:
     return list(conn.execute(_LOCK_BY_CODE, params).all())
 
 
-def _scanned_ticket(conn: Connection, scan: Scan, candidates: list[Row[Any]]) -> Row[Any] | None:
+def _scanned_ticket(
+    conn: Connection, scan: Scan, candidates: list[Row[*tuple[Any, ...]]]
+) -> Row[*tuple[Any, ...]] | None:
     """The scanned ticket (locked if it is the gate's): a code naming tickets of several events
     needs the gate to say which."""
     if len(candidates) > 1:
@@ -249,7 +255,7 @@ def _gate_event_id(conn: Connection, scan: Scan) -> int | None:
 def _record(
     conn: Connection,
     scan: Scan,
-    ticket: Row[Any] | None,
+    ticket: Row[*tuple[Any, ...]] | None,
     result: RedemptionResult,
     now: datetime,
     *,
@@ -313,7 +319,7 @@ def _entry_gate(conn: Connection, ticket_id: int) -> str | None:
     return conn.execute(_ENTRY_GATE, {"ticket_id": ticket_id}).scalar()
 
 
-def _replay(conn: Connection, stored: Row[Any], scan: Scan) -> Answer:
+def _replay(conn: Connection, stored: Row[*tuple[Any, ...]], scan: Scan) -> Answer:
     if (stored.code, stored.gate, stored.direction) != (scan.code, scan.gate, scan.direction):
         raise NonceReused(f"nonce {scan.nonce} was already used for another scan")
     result = RedemptionResult(stored.result)

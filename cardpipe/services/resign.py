@@ -22,6 +22,7 @@ from sqlalchemy import Row, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.db import rowcount
 from cardpipe.services.ticket_signing import sign_card_ext
 from models import CLAIMABLE_STATES, Event, Ticket
 
@@ -88,7 +89,7 @@ def stale_count(session: Session, official_account_id: int, version: int) -> int
     return int(session.scalar(query) or 0)
 
 
-def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, version: int) -> int:
+def _write(session: Session, rows: Sequence[Row[int, str, str | None]], *, api_ticket: str, version: int) -> int:
     if not rows:
         return 0
     now = clock.now()
@@ -98,7 +99,7 @@ def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, versi
         signed.append({"id": ticket_id, "card_ext": ext.card_ext, "nonce": ext.nonce, "ts": ext.timestamp})
     if session.get_bind().dialect.name == "postgresql":
         result = session.execute(_POSTGRES_UPDATE, {"rows": json.dumps(signed), "version": version, "now": now})
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return rowcount(result)
     table = Ticket.__table__
     statement = (
         update(table)
@@ -118,7 +119,7 @@ def _write(session: Session, rows: Sequence[Row[Any]], *, api_ticket: str, versi
         )
     )
     params = [{"ticket_id": s["id"], "card_ext": s["card_ext"], "nonce": s["nonce"], "ts": s["ts"]} for s in signed]
-    return int(session.execute(statement, params).rowcount)  # type: ignore[attr-defined]
+    return rowcount(session.execute(statement, params))
 
 
 def resign_spent(session: Session, spent: Mapping[int, str], *, api_ticket: str, version: int) -> list[int]:
@@ -152,7 +153,7 @@ def resign_spent(session: Session, spent: Mapping[int, str], *, api_ticket: str,
             )
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount:
+        if rowcount(result):
             orders.append(order_id)
     return orders
 
@@ -164,4 +165,4 @@ def outstanding_nonces(session: Session, order_ids: Collection[int]) -> dict[int
             Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE_STATES), Ticket.nonce.is_not(None)
         )
     ).all()
-    return {ticket_id: nonce for ticket_id, nonce in rows}
+    return {ticket_id: nonce for ticket_id, nonce in rows if nonce is not None}

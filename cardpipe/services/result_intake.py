@@ -38,7 +38,8 @@ class ResultPorts:
     invalidate_actor: str
     send: Callable[[Sequence[Intent]], object]
     redis: Callable[[], Redis]
-    refresh_card_ticket: Callable[[str], None]
+    #: Asks for a refresh of the account's card api_ticket (what it returns is not used).
+    refresh_card_ticket: Callable[[str], object]
 
 
 def receive(refs: Sequence[OrderRef], result: AddCardResult, ports: ResultPorts, *, oa_appid: str) -> Accepted:

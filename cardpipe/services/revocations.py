@@ -12,7 +12,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
-from cardpipe.db import session_scope
+from cardpipe.db import rowcount, session_scope
 from cardpipe.services.redemptions import TICKET_COLUMNS, queue_quietly
 from models import ConsumeSync, Revocation, Ticket, TicketState
 
@@ -63,7 +63,7 @@ def revoke(session: Session, ticket_id: int, reason: str = "", *, now: datetime 
         .values(state=TicketState.REVOKED, revoked_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(changed) != 1:
         # Only without row locks (SQLite): the ticket moved meanwhile. Decide on what it is now.
         return revoke(session, ticket_id, reason, now=now)
     sync = ConsumeSync.PENDING if ticket.state in _HANDED_OUT_STATES else ConsumeSync.NOT_NEEDED

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.db import rowcount
 from cardpipe.services.redemption_writes import record_row
 from cardpipe.services.redemptions import LOCK_BY_EVENT, result_of
 from models import ConsumeSync, Direction, Redemption, RedemptionResult, Ticket, TicketState
@@ -112,7 +113,7 @@ def _record_wechat_row(
     card_id: str,
     code: str,
     consume_source: str,
-    ticket: Row[Any] | None,
+    ticket: Row[*tuple[Any, ...]] | None,
     result: RedemptionResult,
     at: datetime,
     detail: str,
@@ -152,6 +153,7 @@ def mark_consume_disagrees(session: Session, redemption_id: int, detail: str) ->
         .values(consume_sync=ConsumeSync.DISAGREES, detail=detail)
         .execution_options(synchronize_session=False)
     )
-    if changed.rowcount:  # type: ignore[attr-defined]
+    disagrees = bool(rowcount(changed))
+    if disagrees:
         log.warning("redemption %d disagrees with WeChat: %s", redemption_id, detail)
-    return bool(changed.rowcount)  # type: ignore[attr-defined]
+    return disagrees

@@ -9,7 +9,8 @@ import dramatiq
 import requests
 
 from models import InboxSource, TicketState
-from tests.claims.conftest import Buyer, Launch, drain, inbox_rows, wait_until
+from tests.claims.conftest import Buyer, Launch, drain, inbox_rows
+from tests.waiting import wait_until
 
 
 def claim(launch: Launch, buyer: Buyer, order_nos: list[str]) -> requests.Response:

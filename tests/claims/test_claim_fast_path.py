@@ -3,6 +3,8 @@ everything else, body included, to the FastAPI routes, which answer as they alwa
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 
 from tests.claims.conftest import Launch
@@ -31,8 +33,12 @@ def test_calls_the_fast_path_declines_get_the_routes_answers(launch: Launch, bro
     assert plain.status_code == 422
 
     # Someone else's or no order: the route's 404, nothing stored
-    for url, body in ((claims, {"order_nos": ["NOPE-1"]}), (result, {**ok_result, "order_nos": ["NOPE-1"]})):
-        answer = launch.http.post(url, json=body, headers=auth)
+    unknown: list[tuple[str, dict[str, Any]]] = [
+        (claims, {"order_nos": ["NOPE-1"]}),
+        (result, {**ok_result, "order_nos": ["NOPE-1"]}),
+    ]
+    for url, payload in unknown:
+        answer = launch.http.post(url, json=payload, headers=auth)
         assert (answer.status_code, answer.json()) == (404, {"detail": "no such order: NOPE-1"})
 
     # A well-formed call is answered by the fast path, with every header the app sets

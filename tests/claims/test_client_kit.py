@@ -14,7 +14,8 @@ import pytest
 from cardpipe.db import session_scope
 from models import Order
 from tests.backing_services import in_ci
-from tests.claims.conftest import Buyer, Launch, wait_until
+from tests.claims.conftest import Buyer, Launch
+from tests.waiting import wait_until
 from wechat.fake import FakeWeChatServer
 
 KIT = Path(__file__).resolve().parents[2] / "miniprogram"

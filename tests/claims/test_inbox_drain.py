@@ -15,8 +15,9 @@ from cardpipe.services import claim_results, inbox, push_effects, result_effects
 from cardpipe.services.claim_ownership import OrderRef
 from cardpipe.services.claim_results import AddCardResult
 from models import InboxItem, InboxSource, OfficialAccount, OutboxMessage, TicketState
-from tests.claims.conftest import Launch, inbox_rows, wait_until
+from tests.claims.conftest import Launch, inbox_rows
 from tests.claims.test_pushes import got_card, push
+from tests.waiting import wait_until
 from wechat.pushes import render_event
 from workers.claims import process_client_result, wechat_ports
 from workers.inbox_drain import DRAIN_ATTEMPTS, drain_once
@@ -120,8 +121,9 @@ def test_a_batch_of_pushes_decides_each_on_the_locked_rows_in_arrival_order(
     forged = got_card(launch, buyer.person, "999999999999", ticket.id, create_time=first.create_time + 2)
     with session_scope() as session:
         account_id = session.scalar(select(OfficialAccount.id).where(OfficialAccount.appid == launch.world.oa_appid))
-        ids = [
-            inbox.store(
+        ids: list[int] = []
+        for n, event in enumerate((first, again, forged)):
+            inbox_id = inbox.store(
                 session,
                 source=InboxSource.WECHAT,
                 kind="user_get_card",
@@ -129,8 +131,8 @@ def test_a_batch_of_pushes_decides_each_on_the_locked_rows_in_arrival_order(
                 payload=render_event(event),
                 official_account_id=account_id,
             )
-            for n, event in enumerate((first, again, forged))
-        ]
+            assert inbox_id is not None
+            ids.append(inbox_id)
 
         # When one batch applies them
         drained = push_effects.apply_pending(session, limit=50, max_attempts=DRAIN_ATTEMPTS)

@@ -12,7 +12,8 @@ from sqlalchemy import update
 from cardpipe.db import session_scope
 from cardpipe.services import pushes
 from models import InboxItem, TicketState
-from tests.claims.conftest import Launch, drain, wait_until
+from tests.claims.conftest import Launch, drain
+from tests.waiting import wait_until
 from wechat.pushes import UserGetCard, render_event
 from workers.inbox import STALE_AFTER_S, requeue_stale_inbox
 

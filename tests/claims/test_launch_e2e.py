@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 
 from cardpipe.db import session_scope
 from models import InboxSource, Order, Ticket, TicketState
-from tests.claims.conftest import Buyer, Launch, inbox_rows, wait_until
+from tests.claims.conftest import Buyer, Launch, inbox_rows
+from tests.waiting import wait_until
 from wechat.fake import FakeWeChatControl
 
 BUYERS = 500

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from cardpipe.services.miniprogram_sessions import InvalidSession, MpSession
 from tests.claims.conftest import Launch
 
 
-def login(launch: Launch, code: str, appid: str | None = None) -> tuple[int, dict]:
+def login(launch: Launch, code: str, appid: str | None = None) -> tuple[int, dict[str, Any]]:
     response = launch.http.post(
         f"{launch.api}/v1/sessions", json={"code": code, "appid": appid or launch.world.mp_appid}
     )
@@ -79,7 +80,12 @@ def test_claim_endpoints_need_a_valid_session(launch: Launch) -> None:
     buyer = launch.buyer()
     url = f"{launch.api}/v1/orders/{buyer.order_no}/claim"
     for headers in ({}, {"Authorization": "Bearer nope.nope"}, {"Authorization": "Basic abc"}):
-        for method, kwargs in (("GET", {}), ("POST", {}), ("POST", {"json": {"errMsg": "addCard:ok"}})):
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("GET", {}),
+            ("POST", {}),
+            ("POST", {"json": {"errMsg": "addCard:ok"}}),
+        ]
+        for method, kwargs in calls:
             target = url + ("/result" if "json" in kwargs else "")
             response = launch.http.request(method, target, headers=headers, **kwargs)
             assert response.status_code == 401, (method, target, headers)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dramatiq
 
-from tests.claims.conftest import Launch, wait_until
+from tests.claims.conftest import Launch
+from tests.waiting import wait_until
 
 
 def test_the_holder_gets_the_codes_of_claimed_tickets_only(launch: Launch, broker_worker: dramatiq.Worker) -> None:

@@ -15,7 +15,8 @@ from cardpipe.routes import miniprogram
 from cardpipe.runtime import credential_store, redis_client, wechat_http
 from cardpipe.services.queues import ACTOR_METRICS_KEY
 from models import CredentialKind, TicketState
-from tests.claims.conftest import Launch, wait_until
+from tests.claims.conftest import Launch
+from tests.waiting import wait_until
 from wechat.signing import card_ext_signed_values, sha1_signature
 
 
@@ -25,7 +26,8 @@ def issue_messages_processed() -> int:
 
 def signed_by(card_id: str, card_ext: str, api_ticket: str) -> bool:
     ext = json.loads(card_ext)
-    return sha1_signature(card_ext_signed_values(api_ticket, card_id, ext)) == ext["signature"]
+    signature: str = ext["signature"]
+    return sha1_signature(card_ext_signed_values(api_ticket, card_id, ext)) == signature
 
 
 def test_a_ready_order_answers_the_exact_card_list_signed_with_the_current_ticket(launch: Launch) -> None:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import dramatiq
 import pytest
 import requests
 
 from models import InboxSource, TicketState
-from tests.claims.conftest import Launch, drain, inbox_rows, make_launch, wait_until
+from tests.claims.conftest import Launch, drain, inbox_rows, make_launch
+from tests.waiting import wait_until
 from tests.worlds import World
 from wechat.fake import FakeWeChatControl
 from wechat.fake.pusher import PushTarget, signed_request
@@ -217,7 +219,7 @@ def test_deleting_and_consuming_in_wechat_move_the_ticket(launch: Launch) -> Non
         launch.login(buyer)
         answer = launch.add_card(buyer, launch.ready_card_list(buyer))
         launch.post_result(buyer, answer)
-        wait_until(lambda buyer=buyer: launch.settled(buyer), what="claimed")
+        wait_until(partial(launch.settled, buyer), what="claimed")
 
     launch.fake.delete_user_card(launch.card_id, launch.tickets(deleter)[0].code or "")
     launch.fake.consume_in_back_office(launch.card_id, launch.tickets(consumer)[0].code or "", location_name="Hall A")

@@ -11,8 +11,9 @@ import dramatiq
 from cardpipe.db import session_scope
 from cardpipe.services import inbox
 from models import InboxSource, TicketState
-from tests.claims.conftest import Launch, drain, inbox_rows, wait_until
+from tests.claims.conftest import Launch, drain, inbox_rows
 from tests.settings_env import environment
+from tests.waiting import wait_until
 from workers.claims import process_client_result
 
 
@@ -198,7 +199,8 @@ def test_at_least_once_processing_is_harmless(launch: Launch) -> None:
     buyer = launch.buyer()
     with session_scope() as session:
         inbox_id = inbox.store(session, source="client", kind="add_card_result", dedupe_key="client:x", payload="{}")
-        inbox.mark_processed(session, inbox_id or 0)
+        assert inbox_id is not None
+        inbox.mark_processed(session, inbox_id)
 
     process_client_result.fn(inbox_id)  # an already processed row is not even parsed
 

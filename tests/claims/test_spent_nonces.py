@@ -9,9 +9,9 @@ from cardpipe.services.claim_results import AddCardItem, AddCardResult, spent_no
 OUTSTANDING = {11: "nonce-a", 12: "nonce-b"}
 
 
-def item(ticket_id: int, nonce: str, **extra: object) -> AddCardItem:
+def item(ticket_id: int, nonce: str, *, code: str | None = None, isSuccess: bool | None = None) -> AddCardItem:
     ext = json.dumps({"nonce_str": nonce, "outer_str": str(ticket_id), "timestamp": "1", "signature": "s"})
-    return AddCardItem(cardId="pCard", cardExt=ext, **extra)  # type: ignore[arg-type]
+    return AddCardItem(cardId="pCard", cardExt=ext, code=code, isSuccess=isSuccess)
 
 
 def test_a_cancel_naming_its_card_list_spent_exactly_those() -> None:

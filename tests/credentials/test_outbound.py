@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select
@@ -26,7 +27,7 @@ from wechat.errors import BusinessError, DailyQuotaError, MinuteQuotaError, Retr
 from wechat.fake import FakeWeChatControl
 
 
-def _blocked_in_db(appid: str) -> tuple[object, str | None]:
+def _blocked_in_db(appid: str) -> tuple[datetime | None, str | None]:
     with session_scope() as session:
         row = session.execute(
             select(OfficialAccount.quota_blocked_until, OfficialAccount.quota_reason).where(
@@ -167,8 +168,9 @@ def test_busy_and_transport_errors_are_counted_and_left_to_the_retry_policy(
 def test_deferrals_wait_for_what_each_refusal_names_plus_jitter() -> None:
     now = 1_000_020.0  # on a minute boundary
     blocked = AccountBlocked("wxa", "45009", now + 300)
-    assert deferral_ms(blocked, now=now, rand=lambda: 0.0) >= 300_000
-    assert deferral_ms(blocked, now=now, rand=lambda: 1.0) <= 305_000
+    earliest, latest = deferral_ms(blocked, now=now, rand=lambda: 0.0), deferral_ms(blocked, now=now, rand=lambda: 1.0)
+    assert earliest is not None and earliest >= 300_000
+    assert latest is not None and latest <= 305_000
     assert deferral_ms(MinuteQuotaPause("wxa", now + 20), now=now, rand=lambda: 0.0) == 20_000
     assert deferral_ms(RateLimited("wxa", now + 0.5), now=now, rand=lambda: 0.0) == 500
     # 45011 met outside the guard (the mini program login): until the next minute

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from workers.broker import broker
 from workers.credentials import refresh_all_credentials, refresh_credentials
 
 
-def _queued(queue: str) -> list[dict]:
+def _queued(queue: str) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in broker.client.hvals(f"dramatiq:{queue}.msgs")]
 
 

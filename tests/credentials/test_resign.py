@@ -26,7 +26,8 @@ NEW_TICKET = "new-api-ticket-value"
 def _signed_by(ticket: Ticket, api_ticket: str) -> bool:
     assert ticket.card_ext is not None
     ext = json.loads(ticket.card_ext)
-    return ext["signature"] == sha1_signature(card_ext_signed_values(api_ticket, ticket.card_id, ext))
+    signature: str = ext["signature"]
+    return signature == sha1_signature(card_ext_signed_values(api_ticket, ticket.card_id, ext))
 
 
 def _account_id(appid: str) -> int:

@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
+from cardpipe.redis_values import as_text
 from scheduler import LEASE_KEY, Job, send_once
 from tests.waiting import wait_until
 from workers.broker import broker
@@ -25,8 +26,14 @@ LEASE_S = 2.0
 RENEW_S = 0.5
 
 
+#: Starts one more scheduler process (stopped when the test ends).
+StartScheduler = Callable[[], subprocess.Popen[bytes]]
+
+
 @pytest.fixture
-def start_scheduler(redis_url: str, engine: object, subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+def start_scheduler(
+    redis_url: str, engine: object, subprocess_env: dict[str, str], tmp_path: Path
+) -> Iterator[StartScheduler]:
     env = {
         **subprocess_env,
         "CARDPIPE_SCHEDULER_LEASE_S": str(LEASE_S),
@@ -55,7 +62,7 @@ def start_scheduler(redis_url: str, engine: object, subprocess_env: dict[str, st
 def _holder(redis: Redis) -> int | None:
     """The pid of the scheduler holding the lease (its identity is host:pid:nonce)."""
     value = redis.get(LEASE_KEY)
-    return int(value.decode().split(":")[1]) if value else None
+    return int(as_text(value).split(":")[1]) if value else None
 
 
 def _sent_windows() -> Counter[str]:
@@ -69,11 +76,14 @@ def _sent_windows() -> Counter[str]:
     return runs
 
 
-def test_one_leads_a_standby_takes_over_within_the_lease_and_no_window_is_sent_twice(start_scheduler) -> None:
+def test_one_leads_a_standby_takes_over_within_the_lease_and_no_window_is_sent_twice(
+    start_scheduler: StartScheduler,
+) -> None:
     redis = broker.client
     first, second = start_scheduler(), start_scheduler()
     pids = {first.pid: first, second.pid: second}
-    leader_pid = wait_until(lambda: _holder(redis) in pids and _holder(redis), what="a leader", timeout_s=20)
+    leader_pid = wait_until(lambda: _holder(redis) if _holder(redis) in pids else None, what="a leader", timeout_s=20)
+    assert leader_pid is not None
     leader = pids[leader_pid]
     standby = first if leader is second else second
     wait_until(lambda: len(_sent_windows()) >= 12, what="the leader's sends")
@@ -105,7 +115,9 @@ def test_one_leads_a_standby_takes_over_within_the_lease_and_no_window_is_sent_t
     }
 
 
-def test_a_leader_whose_lease_was_taken_steps_down_and_leads_again_once_it_is_free(start_scheduler) -> None:
+def test_a_leader_whose_lease_was_taken_steps_down_and_leads_again_once_it_is_free(
+    start_scheduler: StartScheduler,
+) -> None:
     redis = broker.client
     leader = start_scheduler()
     wait_until(lambda: _holder(redis) == leader.pid, what="leading", timeout_s=20)

@@ -31,7 +31,7 @@ def test_a_burst_of_reports_asks_for_one_refresh(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     answers = [report_signature_failure(client, "wxoasigreport") for _ in range(5)]
     assert answers == [True, False, False, False, False]
-    assert int(client.hget(stats_key("wxoasigreport"), "client_signature_failures")) == 5
+    assert int(client.hget(stats_key("wxoasigreport"), "client_signature_failures") or 0) == 5
 
 
 def test_forced_refresh_picks_up_a_silently_replaced_ticket(cardpipe_world: World, fake: FakeWeChatControl) -> None:

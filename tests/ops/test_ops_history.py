@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
 from api import create_app
+from cardpipe.redis_values import as_scored
 from cardpipe.routes.ops import page_language
 from cardpipe.services import ops_history
 from cardpipe.services.queues import QueueMonitor
@@ -69,7 +70,7 @@ def test_each_minute_is_sampled_once_and_the_history_stays_bounded(
     monkeypatch.setattr(ops_history, "KEPT_MINUTES", 3)
     for back in range(1, 6):
         ops_history.record_sample(session, redis, monitor, now=minute - 60 * back + 1)
-    kept = [int(score) for _, score in redis.zrange(ops_history.SAMPLES_KEY, 0, -1, withscores=True)]
+    kept = [int(score) for _, score in as_scored(redis.zrange(ops_history.SAMPLES_KEY, 0, -1, withscores=True))]
     assert kept == [minute - 120, minute - 60, minute]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import dramatiq
 import pytest
@@ -28,9 +29,9 @@ def monitor(redis_url: str) -> QueueMonitor:
     return QueueMonitor(broker)
 
 
-def _wait(condition: object, timeout_s: float = 10.0) -> None:
+def _wait(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
 

@@ -147,7 +147,7 @@ class TcpProxy:
         try:
             while True:
                 for key, _ in selector.select(timeout=1):
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    data = (client if key.fileobj is client else upstream).recv(65536)
                     if not data:
                         return
                     key.data.setblocking(True)

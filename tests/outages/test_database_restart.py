@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from tests.claims.conftest import Buyer, Launch
@@ -52,9 +53,9 @@ def test_a_database_restart_during_claims_dead_letters_nothing_and_leaves_nothin
     stack.proxy.resume()
     back = time.monotonic()
     for buyer, report in later:
-        assert wait_until(lambda b=buyer, r=report: post_result(launch, b, r), what="a result", timeout_s=20)
+        assert wait_until(partial(post_result, launch, buyer, report), what="a result", timeout_s=20)
     for buyer in people[16:]:
-        assert wait_until(lambda b=buyer: claim(launch, b), what="a claim", timeout_s=20)
+        assert wait_until(partial(claim, launch, buyer), what="a claim", timeout_s=20)
 
     # Then every ticket is confirmed by both signals within seconds, and nothing was dead-lettered
     wait_until(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -24,6 +25,7 @@ import requests
 from sqlalchemy import func, select, update
 
 from cardpipe.db import session_scope
+from cardpipe.redis_values import as_text
 from cardpipe.runtime import credential_store
 from cardpipe.services.preissue import tracking
 from cardpipe.services.preissue.issue import issue_orders
@@ -78,9 +80,9 @@ def _claim_or_keep(launch: Launch, buyer: Buyer, later: list[tuple[Buyer, dict[s
 def _finish(launch: Launch, later: list[tuple[Buyer, dict[str, Any] | None]]) -> None:
     for buyer, report in later:
         if report is None:
-            assert wait_until(lambda b=buyer: claim(launch, b), what="a claim after the outage", timeout_s=20)
+            assert wait_until(partial(claim, launch, buyer), what="a claim after the outage", timeout_s=20)
         else:
-            assert wait_until(lambda b=buyer, r=report: post_result(launch, b, r), what="a result", timeout_s=20)
+            assert wait_until(partial(post_result, launch, buyer, report), what="a result", timeout_s=20)
 
 
 def _all_done(launch: Launch, people: list[Buyer], event_id: int, card_id: str) -> Callable[[], bool]:
@@ -181,7 +183,7 @@ def test_the_scheduler_is_alive_and_leading_after_a_10s_redis_outage(start_stack
             holder = client.get(LEASE_KEY)
         except redis.RedisError:
             return False
-        return holder is not None and holder.decode().split(":")[1] == str(scheduler.pid)
+        return holder is not None and as_text(holder).split(":")[1] == str(scheduler.pid)
 
     wait_until(leads, what="the scheduler leading", timeout_s=30)
     stack.redis.kill()

@@ -108,7 +108,8 @@ def tickets_of(session: Session, event_id: int) -> list[Ticket]:
 
 def signature_ok(api_ticket: str, card_id: str, card_ext: str) -> bool:
     ext = json.loads(card_ext)
-    return sha1_signature(card_ext_signed_values(api_ticket, card_id, ext)) == ext["signature"]
+    signature: str = ext["signature"]
+    return sha1_signature(card_ext_signed_values(api_ticket, card_id, ext)) == signature
 
 
 def event_row(session: Session, event_id: int) -> Event:

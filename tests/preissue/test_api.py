@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -38,7 +39,7 @@ def _event_body(organiser: Organiser, **fields: object) -> dict[str, object]:
     }
 
 
-def _create(client: TestClient, organiser: Organiser, **fields: object) -> dict[str, object]:
+def _create(client: TestClient, organiser: Organiser, **fields: object) -> dict[str, Any]:
     response = client.post("/v1/admin/events", json=_event_body(organiser, **fields), headers=ADMIN)
     assert response.status_code == 201, response.text
     return dict(response.json())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -17,15 +19,16 @@ from models import CodeMode, Event
 from tests.preissue.conftest import Organiser, base_info, card_spec, event_row
 
 
-def _create(organiser: Organiser, **fields: object) -> Event:
-    data = events.EventInput(
-        **{"name": "Expo", "oa_appid": organiser.world.oa_appid, "mp_appid": organiser.world.mp_appid, **fields}  # type: ignore[arg-type]
+def _create(organiser: Organiser, **fields: Any) -> Event:
+    """An event named Expo of the organiser's accounts, with ``fields`` set over those."""
+    data = replace(
+        events.EventInput(name="Expo", oa_appid=organiser.world.oa_appid, mp_appid=organiser.world.mp_appid), **fields
     )
     with session_scope() as session:
         return events.create_event(session, data, card_api=credential_store().card_api(organiser.world.oa_appid))
 
 
-def _card_info(organiser: Organiser, card_id: str) -> dict[str, object]:
+def _card_info(organiser: Organiser, card_id: str) -> dict[str, Any]:
     card = credential_store().card_api(organiser.world.oa_appid).card_get(card_id)
     return dict(card[str(card["card_type"]).lower()]["base_info"])
 
@@ -38,7 +41,7 @@ def test_a_new_card_is_created_for_custom_codes_without_gifting(organiser: Organ
     info = _card_info(organiser, event.card_id)
     assert info["use_custom_code"] is True and "get_custom_code_mode" not in info
     assert info["can_give_friend"] is False and info["can_share"] is False
-    assert info["code_type"] == "CODE_TYPE_QRCODE" and info["sku"]["quantity"] == 1  # type: ignore[index]
+    assert info["code_type"] == "CODE_TYPE_QRCODE" and info["sku"]["quantity"] == 1
 
 
 def test_a_deposit_mode_card_starts_with_no_stock(organiser: Organiser) -> None:
@@ -49,7 +52,7 @@ def test_a_deposit_mode_card_starts_with_no_stock(organiser: Organiser) -> None:
     assert event.code_mode == CodeMode.DEPOSIT and event.card_type == "SCENIC_TICKET"
     info = _card_info(organiser, event.card_id or "")
     assert info["get_custom_code_mode"] == "GET_CUSTOM_CODE_MODE_DEPOSIT"
-    assert info["sku"]["quantity"] == 0  # type: ignore[index]
+    assert info["sku"]["quantity"] == 0
 
 
 def test_gifting_can_be_allowed_explicitly(organiser: Organiser) -> None:
@@ -131,7 +134,8 @@ def test_cli_creates_an_event_from_a_card_spec(organiser: Organiser, tmp_path: P
     event_id = int(result.output.split()[1])
     with session_scope() as session:
         event = event_row(session, event_id)
-        assert (event.name, event.code_length, event.launch_at.isoformat()) == (  # type: ignore[union-attr]
+        assert event.launch_at is not None
+        assert (event.name, event.code_length, event.launch_at.isoformat()) == (
             "Gala",
             14,
             "2026-12-31T12:00:00+00:00",

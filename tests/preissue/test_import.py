@@ -13,15 +13,16 @@ from cardpipe.cli import app
 from cardpipe.db import session_scope
 from cardpipe.services import order_file, order_import
 from cardpipe.services.order_file import ImportFormat, ImportRejected
+from cardpipe.services.order_import import ImportReport
 from models import Order
 from tests.preissue.conftest import Organiser, event_row, orders_csv, orders_jsonl
 
 HEADER = "order_no,openid,unionid,ticket_count\n"
 
 
-def _import(event_id: int, data: bytes, fmt: ImportFormat = ImportFormat.CSV, **options: object) -> object:
+def _import(event_id: int, data: bytes, fmt: ImportFormat = ImportFormat.CSV) -> ImportReport:
     with session_scope() as session:
-        return order_import.import_orders(session, event_id, io.BytesIO(data), fmt, **options)  # type: ignore[arg-type]
+        return order_import.import_orders(session, event_id, io.BytesIO(data), fmt)
 
 
 def _snapshot(event_id: int) -> tuple[list[tuple[object, ...]], tuple[int, int]]:

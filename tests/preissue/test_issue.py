@@ -13,7 +13,7 @@ from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
 from cardpipe.services import events
 from cardpipe.services.codes import new_codes
-from cardpipe.services.preissue import tracking
+from cardpipe.services.preissue import CodeSource, tracking
 from cardpipe.services.preissue.issue import IssueOutcome, issue_orders
 from cardpipe.services.preissue.planner import plan_preissue
 from cardpipe.services.preissue.stock import card_stock
@@ -21,15 +21,9 @@ from models import EventState, Order, Ticket, TicketState
 from tests.preissue.conftest import IssueAll, Organiser, event_row, order_ids, signature_ok, tickets_of
 
 
-def _issue(event_id: int, ids: list[int], **options: object) -> IssueOutcome:
+def _issue(event_id: int, ids: list[int], draw_codes: CodeSource = new_codes) -> IssueOutcome:
     with session_scope() as session:
-        return issue_orders(
-            session,
-            event_id,
-            ids,
-            card_ticket=credential_store().card_ticket,
-            **options,  # type: ignore[arg-type]
-        )
+        return issue_orders(session, event_id, ids, card_ticket=credential_store().card_ticket, draw_codes=draw_codes)
 
 
 def test_each_order_gets_its_tickets_signed_and_ready(organiser: Organiser) -> None:
@@ -151,6 +145,7 @@ def test_a_colliding_code_is_redrawn_not_a_failure(organiser: Organiser) -> None
     _issue(event_id, ids[:1])
     with session_scope() as session:
         taken = session.scalar(select(Ticket.code).where(Ticket.order_id == ids[0]))
+    assert taken is not None
     draws: list[int] = []
 
     def colliding(count: int, length: int, alphabet: str) -> list[str]:

@@ -27,7 +27,7 @@ from tests.conftest import ADMIN_TOKEN, GATE_TOKEN
 from tests.live_server import serve
 from tests.settings_env import environment
 from tests.worlds import World
-from workers.redemptions import consume_redeemed_code, make_code_unavailable
+from workers.redemptions import consume_redeemed_code, consume_redeemed_codes, make_code_unavailable
 
 GATE = {"Authorization": f"Bearer {GATE_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -91,7 +91,8 @@ class GateEvent:
 
     def user_card_status(self, code: str) -> str:
         holders = self.world.fake.card(self.card_id)["user_cards"]
-        return next(h["status"] for h in holders if h["code"] == code)
+        status: str = next(h["status"] for h in holders if h["code"] == code)
+        return status
 
     def consume_pushes(self) -> dict[str, int]:
         """How many ``user_consume_card`` events the fake emitted, per code."""
@@ -153,7 +154,9 @@ def wait_until(condition: Any, *, timeout_s: float = 60.0, what: str = "conditio
 @pytest.fixture
 def fast_retries() -> Iterator[None]:
     """Retry the WeChat actors after 50–300 ms instead of 1 s–5 min."""
-    saved = [(actor, dict(actor.options)) for actor in (consume_redeemed_code, make_code_unavailable)]
+    saved = [
+        (actor, dict(actor.options)) for actor in (consume_redeemed_code, consume_redeemed_codes, make_code_unavailable)
+    ]
     for actor, _ in saved:
         actor.options.update(min_backoff=50, max_backoff=300)
     yield

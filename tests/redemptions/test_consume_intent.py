@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from cardpipe.db import session_scope
 from cardpipe.services import redemptions
-from cardpipe.services.redemptions import Scan
+from cardpipe.services.scan_answers import Scan
 from models import OutboxMessage
 from tests.redemptions.conftest import GateEvent
 from workers.redemptions import consume_redeemed_code

@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -13,8 +14,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cardpipe.db import make_engine
 from cardpipe.migrate import upgrade
-from cardpipe.services.redemptions import Answer, NonceInFlight, Scan, redeem
-from models import Event, MiniProgram, OfficialAccount, Order, Redemption, RedemptionResult, Ticket, TicketState
+from cardpipe.services.checkin import gates, lists, offline_sync
+from cardpipe.services.redemptions import NonceInFlight, redeem
+from cardpipe.services.scan_answers import Answer, Scan
+from models import (
+    Direction,
+    Event,
+    MiniProgram,
+    OfficialAccount,
+    Order,
+    Presence,
+    Redemption,
+    RedemptionResult,
+    Ticket,
+    TicketState,
+)
 
 CODE = "ABCDEFGH2345"
 
@@ -80,3 +94,32 @@ def test_one_nonce_retried_at_once_on_sqlite_is_one_answer(tmp_path: Path) -> No
         answers = Counter(pool.map(scan, range(10)))
 
     assert answers == {(RedemptionResult.OK, False): 1, (RedemptionResult.OK, True): 9}
+
+
+def test_an_offline_upload_merges_on_sqlite_and_a_second_upload_is_all_duplicates(tmp_path: Path) -> None:
+    sessions = _sqlite_sessions(tmp_path)
+    with sessions.begin() as session:
+        event_id = session.scalar(select(Event.id))
+        assert event_id is not None
+        main = lists.create_list(session, event_id, lists.ListSettings("main"))
+        gate = gates.gate_for_token(session, gates.add_gate(session, event_id, main.id, "offline").token)
+    assert gate is not None
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    batch = [
+        offline_sync.OfflineScan(uuid.uuid4().hex, CODE, Direction.ENTRY, at, RedemptionResult.OK),
+        offline_sync.OfflineScan(
+            uuid.uuid4().hex, CODE, Direction.ENTRY, at + timedelta(seconds=1), RedemptionResult.OK
+        ),
+    ]
+
+    with sessions.begin() as session:
+        first = offline_sync.merge(session, gate, batch)
+    with sessions.begin() as session:
+        again = offline_sync.merge(session, gate, batch)
+
+    assert (first.recorded, first.conflicts, len(first.consumes)) == (2, 1, 1)
+    assert (again.recorded, again.duplicates, again.consumes) == (0, 2, [])
+    with sessions() as session:
+        assert session.scalar(select(Ticket.state)) == TicketState.REDEEMED
+        assert session.scalar(select(Presence.entries)) == 2
+        assert session.scalar(select(Redemption.id).where(Redemption.consume_sync == "pending")) == first.consumes[0]

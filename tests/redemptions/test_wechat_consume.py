@@ -17,6 +17,7 @@ from cardpipe.db import session_scope
 from cardpipe.runtime import credential_store
 from cardpipe.services import redemptions
 from cardpipe.services.redemption_sync import sync_consume, unsynced
+from cardpipe.services.scan_answers import Scan
 from models import ConsumeSync, Redemption, RedemptionResult
 from tests.redemptions.conftest import GATE, GateEvent, redemption_rows, scan, wait_until
 from wechat.errors import RetryableError
@@ -107,7 +108,7 @@ def test_a_consume_that_timed_out_but_went_through_is_success(
     """WeChat consumed the code after we stopped waiting; the retry sees CONSUMED (or 40099)
     with our consume in doubt: done, not a disagreement, and no second consume event."""
     (ticket,) = gate_event.claimed_in_wechat(1)
-    answer = redemptions.redeem_scan(redemptions.Scan(ticket.code, "north-1", "n-timeout-1"))
+    answer = redemptions.redeem_scan(Scan(ticket.code, "north-1", "n-timeout-1"))
     fake.set_latency(CONSUME, short_wechat_timeout * 2, appid=gate_event.world.oa_appid)
 
     with pytest.raises(RetryableError):
@@ -124,7 +125,7 @@ def test_a_code_consumed_in_the_back_office_first_is_a_disagreement(
     gate_event: GateEvent, fake: FakeWeChatControl
 ) -> None:
     (ticket,) = gate_event.claimed_in_wechat(1)
-    answer = redemptions.redeem_scan(redemptions.Scan(ticket.code, "north-1", "n-backoffice"))
+    answer = redemptions.redeem_scan(Scan(ticket.code, "north-1", "n-backoffice"))
     fake.consume_in_back_office(gate_event.card_id, ticket.code)
 
     assert sync_consume(answer.redemption_id, credential_store().card_api) == ConsumeSync.DISAGREES
@@ -139,7 +140,7 @@ def test_a_code_deleted_in_wechat_is_a_disagreement_not_an_endless_retry(
     gate_event: GateEvent, fake: FakeWeChatControl
 ) -> None:
     (ticket,) = gate_event.claimed_in_wechat(1)
-    answer = redemptions.redeem_scan(redemptions.Scan(ticket.code, "north-1", "n-deleted-1"))
+    answer = redemptions.redeem_scan(Scan(ticket.code, "north-1", "n-deleted-1"))
     fake.delete_user_card(gate_event.card_id, ticket.code)
 
     assert sync_consume(answer.redemption_id, credential_store().card_api) == ConsumeSync.DISAGREES
@@ -148,7 +149,7 @@ def test_a_code_deleted_in_wechat_is_a_disagreement_not_an_endless_retry(
 
 def test_a_code_wechat_never_saw_is_a_disagreement(gate_event: GateEvent) -> None:
     (ticket,) = gate_event.tickets(1)  # claimed here, never received in WeChat
-    answer = redemptions.redeem_scan(redemptions.Scan(ticket.code, "north-1", "n-unknown-1"))
+    answer = redemptions.redeem_scan(Scan(ticket.code, "north-1", "n-unknown-1"))
 
     assert sync_consume(answer.redemption_id, credential_store().card_api) == ConsumeSync.DISAGREES
     assert "UNKNOWN_CODE" in (consume_state(answer.redemption_id).detail or "")
@@ -158,7 +159,7 @@ def test_a_lost_message_is_requeued_by_the_resync_sweep(
     client: TestClient, gate_event: GateEvent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (ticket,) = gate_event.claimed_in_wechat(1)
-    answer = redemptions.redeem_scan(redemptions.Scan(ticket.code, "north-1", "n-lost-1"))
+    answer = redemptions.redeem_scan(Scan(ticket.code, "north-1", "n-lost-1"))
     assert consume_state(answer.redemption_id).consume_sync == ConsumeSync.PENDING
     monkeypatch.setattr(redemption_workers, "RESYNC_IDLE", timedelta(0))
 
@@ -171,7 +172,7 @@ def test_a_lost_message_is_requeued_by_the_resync_sweep(
 
 def test_the_sweep_leaves_fresh_and_settled_rows_alone(gate_event: GateEvent) -> None:
     (ticket,) = gate_event.tickets(1)
-    redemptions.redeem_scan(redemptions.Scan(ticket.code, "north-1", "n-fresh-1"))
+    redemptions.redeem_scan(Scan(ticket.code, "north-1", "n-fresh-1"))
     with session_scope() as session:
         assert unsynced(session, idle_for=timedelta(minutes=15)) == ([], [])
         pending, _ = unsynced(session, idle_for=timedelta(0))

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import update
 
 from cardpipe.db import session_scope
-from cardpipe.services import redemptions
-from cardpipe.services.redemptions import Scan, redeem_scan
+from cardpipe.services.redemptions import redeem_scan
+from cardpipe.services.scan_answers import Answer, Scan
 from cardpipe.services.wechat_consumes import record_wechat_consume
 from models import ConsumeSync, Redemption, RedemptionResult, TicketState
 from tests.redemptions.conftest import GateEvent, redemption_rows, set_state, ticket_state
@@ -28,7 +28,7 @@ def push(gate_event: GateEvent, code: str, source: str = "FROM_MP") -> None:
         )
 
 
-def redeem(code: str, gate: str = "north-1", nonce: str = "gate-nonce-1") -> redemptions.Answer:
+def redeem(code: str, gate: str = "north-1", nonce: str = "gate-nonce-1") -> Answer:
     return redeem_scan(Scan(code, gate, nonce))
 
 

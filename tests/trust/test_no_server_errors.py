@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import struct
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -52,7 +53,7 @@ def test_an_id_past_bigint_is_a_4xx(launch: Launch, method: str, path: str) -> N
 
 
 def test_a_gate_event_id_past_bigint_is_a_4xx(launch: Launch) -> None:
-    scan = {"code": "ABCDEFGH2345", "gate": "north", "nonce": "nonce-000001", "event_id": TOO_BIG}
+    scan: dict[str, Any] = {"code": "ABCDEFGH2345", "gate": "north", "nonce": "nonce-000001", "event_id": TOO_BIG}
     answer = requests.post(
         f"{launch.api}/v1/redemptions", json=scan, headers={"Authorization": f"Bearer {GATE_TOKEN}"}, timeout=10
     )

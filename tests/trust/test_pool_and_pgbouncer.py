@@ -16,6 +16,7 @@ import dramatiq
 import pytest
 import requests
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 
 from cardpipe import db as cardpipe_db
 from cardpipe.db import PoolBudget
@@ -41,7 +42,8 @@ def test_the_engine_is_built_with_the_configured_pool(database_url: str) -> None
         cardpipe_db.reset()
         try:
             pool = cardpipe_db.get_engine().pool
-            assert (pool.size(), pool._max_overflow) == (3, 1)  # type: ignore[attr-defined]
+            assert isinstance(pool, QueuePool)
+            assert (pool.size(), pool._max_overflow) == (3, 1)
         finally:
             cardpipe_db.reset()
     cardpipe_db.reset()

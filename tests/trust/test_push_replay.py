@@ -5,6 +5,7 @@ seen before is accepted again only with the same body."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import dramatiq
 import pytest
@@ -32,7 +33,7 @@ def wechat_rows() -> int:
 
 
 @pytest.fixture
-def safe_mode(launch: Launch) -> Launch:
+def safe_mode(launch: Launch) -> Iterator[Launch]:
     """The launch's account switched to safe mode in cardpipe (the URL is in safe mode at WeChat)."""
     with session_scope() as session:
         session.execute(

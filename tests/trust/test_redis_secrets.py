@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import redis
 
+from cardpipe.redis_values import as_bytes, as_members
 from cardpipe.runtime import credential_store
 from models import CredentialKind
 from tests.claims.conftest import Launch
@@ -15,13 +16,15 @@ def everything_in(client: redis.Redis) -> bytes:
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
         if kind == b"string":
-            dump += client.get(key) or b""
+            value = client.get(key)
+            dump += b"" if value is None else as_bytes(value)
         elif kind == b"hash":
-            dump += b"".join(k + v for k, v in client.hgetall(key).items())
+            dump += b"".join(as_bytes(k) + as_bytes(v) for k, v in client.hgetall(key).items())
         elif kind == b"list":
-            dump += b"".join(client.lrange(key, 0, -1))
+            dump += b"".join(as_bytes(item) for item in client.lrange(key, 0, -1))
         elif kind in (b"set", b"zset"):
-            dump += b"".join(client.zrange(key, 0, -1) if kind == b"zset" else client.smembers(key))
+            members = as_members(client.zrange(key, 0, -1)) if kind == b"zset" else client.smembers(key)
+            dump += b"".join(as_bytes(member) for member in members)
     return dump
 
 
@@ -40,7 +43,8 @@ def test_redis_holds_no_usable_token_or_ticket(launch: Launch, redis_url: str) -
     assert token.encode() not in dump and ticket.value.encode() not in dump
     cached = store.cached_card_ticket(appid)
     assert cached is not None and (cached.value, cached.version) == (ticket.value, ticket.version)
-    assert store.stored(appid, CredentialKind.ACCESS_TOKEN).value == token  # type: ignore[union-attr]
+    stored = store.stored(appid, CredentialKind.ACCESS_TOKEN)
+    assert stored is not None and stored.value == token
 
 
 def test_a_cache_entry_that_does_not_unseal_is_a_miss(launch: Launch, redis_url: str) -> None:

@@ -5,6 +5,8 @@ and one log line is written per change of state instead of a traceback a minute.
 from __future__ import annotations
 
 import logging
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -21,7 +23,7 @@ from workers.credentials import refresh_all_credentials, refresh_credentials
 from workers.resign import resign_account
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-OA_BODY = {"app_secret": "a-secret-000", "server_token": "token-123"}
+OA_BODY: dict[str, Any] = {"app_secret": "a-secret-000", "server_token": "token-123"}
 
 
 def wechat_calls(fake: FakeWeChatControl, appid: str) -> int:
@@ -38,7 +40,7 @@ def account_count() -> int:
 @pytest.mark.parametrize("appid", ["0", "ç", "wx\x01\x02abcdef", "wxabc", "wx" + "a" * 40, "wxabc def12"])
 def test_a_registration_under_something_that_is_not_an_appid_is_refused(launch: Launch, appid: str) -> None:
     before = account_count()
-    quoted = requests.utils.quote(appid, safe="")
+    quoted = quote(appid, safe="")
     oa = requests.put(f"{launch.api}/v1/admin/official-accounts/{quoted}", json=OA_BODY, headers=ADMIN, timeout=10)
     mp_body = {"app_secret": "a-secret-000", "official_account_appid": launch.world.oa_appid}
     mp = requests.put(f"{launch.api}/v1/admin/mini-programs/{quoted}", json=mp_body, headers=ADMIN, timeout=10)
@@ -56,7 +58,7 @@ def test_an_account_with_a_wrong_secret_backs_off_and_says_so(
 ) -> None:
     # Given an account registered with the wrong AppSecret (WeChat: 40125 / 40001 on the token endpoint)
     world = make_world()
-    body = {"app_secret": "not-the-secret", "server_token": "token-123", "use_stable_token": False}
+    body: dict[str, Any] = {"app_secret": "not-the-secret", "server_token": "token-123", "use_stable_token": False}
     assert (
         requests.put(
             f"{launch.api}/v1/admin/official-accounts/{world.oa_appid}", json=body, headers=ADMIN, timeout=10

@@ -5,6 +5,7 @@ Mini Program session credentials. No answer may be a server error or differ from
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import schemathesis
@@ -17,6 +18,9 @@ from cardpipe.services.miniprogram_sessions import MpSession, issue_token
 from tests.conftest import ADMIN_TOKEN, GATE_TOKEN
 from tests.worlds import World
 from wechat.fake import FakeWeChatServer
+
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 #: Generated requests per operation (each sent with the four credentials).
 EXAMPLES = 8
@@ -54,9 +58,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
-def test_no_server_errors_and_no_schema_violations(
-    case: schemathesis.Case, credentials: dict[str, dict[str, str]]
-) -> None:
+def test_no_server_errors_and_no_schema_violations(case: OpenApiCase, credentials: dict[str, dict[str, str]]) -> None:
     for headers in credentials.values():
         sent = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
         case.call_and_validate(headers={**sent, **headers}, checks=CHECKS)

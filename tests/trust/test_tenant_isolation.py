@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import dramatiq
 import requests
@@ -82,7 +83,7 @@ def test_another_mini_programs_user_cannot_claim_our_ticket_with_a_result(
     assert token.status_code == 200, token.text
     auth = {"Authorization": f"Bearer {token.json()['token']}"}
     card_ext = json.dumps({"outer_str": str(ticket.id), "nonce_str": ticket.nonce})
-    result = {
+    result: dict[str, Any] = {
         "errMsg": "addCard:ok",
         "cardList": [{"cardId": launch.card_id, "cardExt": card_ext, "code": "x", "isSuccess": True}],
     }

@@ -25,7 +25,8 @@ def client(gate_event: GateEvent) -> Iterator[TestClient]:  # noqa: F811
 def make_list(client: TestClient, event_id: int, **settings: Any) -> dict[str, Any]:
     response = client.post(f"/v1/admin/events/{event_id}/checkin-lists", json=settings, headers=ADMIN)
     assert response.status_code == 201, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def make_gate(client: TestClient, event_id: int, list_id: int, name: str) -> dict[str, str]:
@@ -42,10 +43,12 @@ def scan_as(client: TestClient, headers: dict[str, str], code: str, direction: s
         "/v1/redemptions", json={"code": code, "nonce": nonce(), "direction": direction}, headers=headers
     )
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def occupancy(client: TestClient, event_id: int) -> dict[str, Any]:
     response = client.get(f"/v1/admin/events/{event_id}/occupancy", headers=ADMIN)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer

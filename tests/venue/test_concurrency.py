@@ -25,7 +25,8 @@ def _all_at_once(url: str, scans: list[tuple[dict[str, str], dict[str, Any]]]) -
             start.wait()
             response = session.post(f"{url}/v1/redemptions", json=body, headers=headers, timeout=30)
             assert response.status_code == 200, response.text
-            return response.json()
+            answer: dict[str, Any] = response.json()
+            return answer
 
     with ThreadPoolExecutor(max_workers=len(scans)) as pool:
         return list(pool.map(post, scans))

@@ -3,14 +3,19 @@ idempotently with conflicts flagged, never dropped."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from cardpipe.db import session_scope
+from cardpipe.services import redemption_sync
 from cardpipe.services.checkin.rules import History, Rules, decide
 from cardpipe.services.checkin.snapshot import code_hash
-from models import ConsumeSync, Direction, RedemptionResult, TicketState
+from models import ConsumeSync, Direction, OutboxMessage, RedemptionResult, TicketState
 from tests.redemptions.conftest import ADMIN, GATE, GateEvent, nonce, redemption_rows, set_state, ticket_state
 from tests.venue.conftest import make_gate, make_list, occupancy, scan_as
 
@@ -19,13 +24,15 @@ def _snapshot(client: TestClient, gate: dict[str, str]) -> dict[str, Any]:
     response = client.get("/v1/gate/snapshot", headers=gate)
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _upload(client: TestClient, gate: dict[str, str], scans: list[dict[str, Any]]) -> dict[str, Any]:
     response = client.post("/v1/gate/scans", json={"scans": scans}, headers=gate)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _offline(code: str, at: datetime, result: str = "ok", direction: str = "entry") -> dict[str, Any]:
@@ -98,6 +105,25 @@ def test_two_offline_gates_admitting_one_single_use_ticket_are_both_recorded_wit
     assert ticket_state(ticket.id) == TicketState.REDEEMED
     conflicts = client.get(f"/v1/admin/events/{gate_event.event_id}/checkin-conflicts", headers=ADMIN).json()
     assert [(c["gate"], c["code"]) for c in conflicts] == [("west", ticket.code)]
+
+
+def test_an_uploads_consumes_are_queued_one_intent_per_chunk(
+    client: TestClient, gate_event: GateEvent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redemption_sync, "CONSUME_CHUNK", 2)
+    main = make_list(client, gate_event.event_id, name="main")
+    gate = make_gate(client, gate_event.event_id, main["id"], "g")
+    tickets = gate_event.tickets(5)
+    at = datetime.now(UTC) - timedelta(minutes=5)
+
+    report = _upload(client, gate, [_offline(t.code, at + timedelta(seconds=n)) for n, t in enumerate(tickets)])
+
+    assert report["recorded"] == 5
+    consumed = [r.id for r in redemption_rows() if r.consume_sync == ConsumeSync.PENDING]
+    with session_scope() as session:
+        intents = session.execute(select(OutboxMessage.actor, OutboxMessage.args).order_by(OutboxMessage.id)).all()
+    assert {actor for actor, _ in intents} == {"consume_redeemed_codes"}
+    assert [json.loads(args)[0] for _, args in intents] == [consumed[0:2], consumed[2:4], consumed[4:]]
 
 
 def test_an_upload_is_idempotent_per_nonce(client: TestClient, gate_event: GateEvent) -> None:

@@ -3,13 +3,14 @@ and deleted tickets, gate tokens scoped to their event, and who is inside."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from cardpipe.db import session_scope
-from models import CheckinList, ConsumeSync, TicketState
+from models import CheckinList, ConsumeSync, OutboxMessage, TicketState
 from tests.redemptions.conftest import ADMIN, GATE, GateEvent, redemption_rows, scan, set_state, ticket_state
 from tests.venue.conftest import make_gate, make_list, occupancy, scan_as
 
@@ -211,7 +212,11 @@ def test_a_multi_list_can_consume_its_cards_when_the_event_ends(client: TestClie
 
     assert (first["consumes_queued"], again["consumes_queued"]) == (1, 0)
     assert ticket_state(entered.id) == TicketState.REDEEMED and ticket_state(never.id) == TicketState.CLAIMED
-    assert [r.consume_sync for r in redemption_rows() if r.gate == "end-of-event"] == [ConsumeSync.PENDING]
+    (end_row,) = [r for r in redemption_rows() if r.gate == "end-of-event"]
+    assert end_row.consume_sync == ConsumeSync.PENDING
+    with session_scope() as session:
+        intents = session.execute(select(OutboxMessage.actor, OutboxMessage.args)).all()
+    assert [(actor, json.loads(args)) for actor, args in intents] == [("consume_redeemed_codes", [[end_row.id]])]
     assert occupancy(client, gate_event.event_id)["entries"] == 2
     refused = client.post(
         f"/v1/admin/events/{gate_event.event_id}/checkin-lists/{plain['id']}/consume-at-end", headers=ADMIN

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ AT = datetime.fromisoformat("2026-07-31T10:00:00+08:00")
 MULTI = Rules(policy=ListPolicy.MULTI)
 
 
-def _rules(raw: dict) -> Rules:
+def _rules(raw: dict[str, Any]) -> Rules:
     values = dict(raw)
     for name in ("window_start", "window_end"):
         if values.get(name):
@@ -30,7 +31,7 @@ def _rules(raw: dict) -> Rules:
 
 
 @pytest.mark.parametrize("case", VECTORS, ids=[case["name"] for case in VECTORS])
-def test_shared_vectors(case: dict) -> None:
+def test_shared_vectors(case: dict[str, Any]) -> None:
     history = History(**case.get("history", {}))
     result = decide(
         _rules(case.get("rules", {})),

@@ -11,7 +11,7 @@ from wechat.fake.addcard import expected_signature
 from wechat.signing import sha1_signature
 
 if TYPE_CHECKING:
-    from conftest import World
+    from tests.worlds import World
 
 
 def _reason(answer: dict[str, Any]) -> str:

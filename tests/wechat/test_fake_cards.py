@@ -10,7 +10,7 @@ from wechat.errors import BusinessError, WeChatError
 from wechat.fake import FakeWeChatControl
 
 if TYPE_CHECKING:
-    from conftest import World
+    from tests.worlds import World
 
 
 def _create_errcode(world: World, body: dict[str, Any]) -> int | None:

@@ -12,7 +12,7 @@ from wechat.errors import ConfigurationError, DailyQuotaError, MinuteQuotaError,
 from wechat.fake import FakeWeChatControl
 
 if TYPE_CHECKING:
-    from conftest import World
+    from tests.worlds import World
 
 
 def _ticket_with(world: World, token: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from wechat.fake import FakeWeChatControl
 from wechat.fake.control_client import FakeControlError
 
 if TYPE_CHECKING:
-    from conftest import World
+    from tests.worlds import World
 
 
 def test_the_ip_whitelist_refuses_other_addresses_with_the_address(world: World, fake: FakeWeChatControl) -> None:

@@ -22,7 +22,8 @@ from wechat.pushes import (
 from wechat.signing import server_signature
 
 if TYPE_CHECKING:
-    from conftest import MakeWorld, PushReceiver, Received, World
+    from tests.wechat.conftest import PushReceiver, Received
+    from tests.worlds import MakeWorld, World
 
 
 def _verified(world: World, request: Received) -> None:

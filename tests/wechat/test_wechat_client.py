@@ -24,7 +24,7 @@ from wechat.errors import BusinessError, ConfigurationError, TokenInvalidError
 from wechat.fake import FakeWeChatControl
 
 if TYPE_CHECKING:
-    from conftest import World
+    from tests.worlds import World
 
 
 class _Counter:

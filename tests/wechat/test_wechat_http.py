@@ -25,7 +25,8 @@ from wechat.fake import FakeWeChatControl
 from wechat.http import WeChatHttp
 
 if TYPE_CHECKING:
-    from conftest import PushReceiver, World
+    from tests.wechat.conftest import PushReceiver
+    from tests.worlds import World
 
 
 def _card_get_calls(fake: FakeWeChatControl, appid: str) -> int:

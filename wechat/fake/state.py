@@ -22,7 +22,7 @@ from wechat.fake.credentials import TicketStore, TokenStore
 from wechat.fake.errcodes import ApiError
 from wechat.fake.faults import DailyQuotas
 from wechat.fake.pusher import PushTarget
-from wechat.pushes import CardEvent, CardNotPassCheck, CardPassCheck, UserConsumeCard, UserDelCard
+from wechat.pushes import CardEvent, CardNotPassCheck, CardPassCheck, EventHeader, UserConsumeCard, UserDelCard
 
 TICKET_TYPES = ("wx_card", "jsapi")
 
@@ -193,7 +193,7 @@ class FakePlatform:
         with self.lock:
             card = self._card(card_id)
             card.status = VERIFY_OK if approve else VERIFY_FAIL
-            common = {
+            common: EventHeader = {
                 "to_user": self.registry.oa(card.oa_appid).original_id,
                 "from_user": self.registry.system_openid(card.oa_appid),
                 "create_time": int(self.now()),

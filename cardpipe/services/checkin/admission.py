@@ -135,7 +135,7 @@ class ListView:
         return self.rules.policy == ListPolicy.SINGLE
 
 
-def _view(row: Row[Any]) -> ListView:
+def _view(row: Row[*tuple[Any, ...]]) -> ListView:
     return ListView(
         row.id,
         row.event_id,
@@ -167,7 +167,7 @@ def list_for_scan(session: Session, *, event_id: int, list_id: int | None, gate:
 
 
 def _scan_view(
-    session: Session, ticket: Row[Any], *, list_id: int | None, gate: str
+    session: Session, ticket: Row[*tuple[Any, ...]], *, list_id: int | None, gate: str
 ) -> tuple[ListView, rules.History, str | None]:
     """The deciding list (as :func:`list_for_scan` finds it), the ticket's history on it and its class."""
     conn = session.connection()
@@ -230,7 +230,13 @@ class Changes:
 
 
 def _decide(
-    session: Session, ticket: Row[Any], *, list_id: int | None, gate: str, direction: Direction, now: datetime
+    session: Session,
+    ticket: Row[*tuple[Any, ...]],
+    *,
+    list_id: int | None,
+    gate: str,
+    direction: Direction,
+    now: datetime,
 ) -> tuple[ListView, rules.History, str | None, int | None, RedemptionResult]:
     """The deciding list, the ticket's history on it, its class, the list's inside count (locked,
     lists with a capacity only) and the answer."""
@@ -245,7 +251,13 @@ def _decide(
 
 
 def plan(
-    session: Session, ticket: Row[Any], *, list_id: int | None, gate: str, direction: Direction, now: datetime
+    session: Session,
+    ticket: Row[*tuple[Any, ...]],
+    *,
+    list_id: int | None,
+    gate: str,
+    direction: Direction,
+    now: datetime,
 ) -> tuple[Admission, Changes | None]:
     """Decide a scan of ``ticket`` (locked by ``SELECT … FOR UPDATE``: PostgreSQL) and say what
     it changes if admitted, writing nothing: the caller writes the changes with the scan's record
@@ -265,7 +277,13 @@ def plan(
 
 
 def admit(
-    session: Session, ticket: Row[Any], *, list_id: int | None, gate: str, direction: Direction, now: datetime
+    session: Session,
+    ticket: Row[*tuple[Any, ...]],
+    *,
+    list_id: int | None,
+    gate: str,
+    direction: Direction,
+    now: datetime,
 ) -> Admission:
     """Decide a scan of ``ticket`` (already locked) and apply it if admitted (no commit): statement
     by statement, as SQLite needs (no row locks: the guarded UPDATE decides a race)."""

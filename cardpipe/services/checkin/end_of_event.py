@@ -3,7 +3,8 @@
 
 Every ticket that entered through the list at least once and is still ``claimed`` moves to
 ``redeemed`` (a guarded UPDATE) and gets a redemption row at gate ``end-of-event`` whose WeChat
-consume the caller queues after the commit, through the same worker and retries as a gate's.
+consume the caller queues with it, a chunk of redemptions per message
+(``redemption_sync.queue_consumes``), each code consumed and retried as a gate's.
 The row's nonce is derived from the list and ticket, so running this twice changes nothing;
 its ``list_id`` is NULL, so it is not counted as an entry.
 """
@@ -24,7 +25,7 @@ END_GATE = "end-of-event"
 
 
 def consume_entered_tickets(session: Session, event_id: int, list_id: int, *, now: datetime | None = None) -> list[int]:
-    """Redemption ids whose WeChat consume the caller queues after the commit."""
+    """Redemption ids whose WeChat consumes the caller queues in the same transaction."""
     now = now or clock.now()
     checkin_list = get_list(session, event_id, list_id)
     if not checkin_list.consume_at_end:

@@ -16,9 +16,9 @@ Invariants:
   admission the server would have refused keeps the server's reason in ``conflict`` (e.g. the same
   single-use ticket let in by two offline gates: both entries stay, the later one is the conflict).
 - **Set-based.** One batch costs a handful of statements (lock, nonce check, presence read, and
-  one pipelined insert, upsert and update each), not a round trip per scan. On PostgreSQL a set of
-  codes, ids or nonces is one array parameter (``= ANY``), not one parameter per value: the
-  statement text stays the same whatever the batch, and building it stays cheap.
+  one insert, upsert and update each: ``offline_writes``), not a round trip per scan. On
+  PostgreSQL a set of codes, ids or nonces is one array parameter (``= ANY``), not one parameter
+  per value: the statement text stays the same whatever the batch, and building it stays cheap.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, any_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
-from cardpipe.services.checkin import rules
-from cardpipe.services.checkin.admission import ListView, list_for_scan, move_inside, presence_row, upsert_statement
+from cardpipe.services.checkin import offline_writes, rules
+from cardpipe.services.checkin.admission import ListView, list_for_scan, move_inside, presence_row
 from cardpipe.services.checkin.gates import GateIdentity
 from models import (
     CheckinList,
@@ -47,7 +47,6 @@ from models import (
     Ticket,
     TicketState,
 )
-from models.base import UTCDateTime
 
 #: Most scans one upload may carry (a gate uploads a long offline spell in several).
 MAX_BATCH = 2000
@@ -78,7 +77,8 @@ class MergeReport:
     rejected: int = 0
     conflicts: int = 0
     outcomes: list[ScanOutcome] = field(default_factory=list)
-    #: Redemption ids whose WeChat consume the caller queues after the commit.
+    #: Redemption ids whose WeChat consumes the caller queues with the merge, a chunk per message
+    #: (``redemption_sync.queue_consumes``).
     consumes: list[int] = field(default_factory=list)
 
 
@@ -96,19 +96,6 @@ class _TicketView:
     redeemed_at: datetime | None = None
 
 
-_tickets = Ticket.__table__
-#: The consumed tickets of a batch: ``claimed → redeemed`` at the time their gate let them in.
-_REDEEMED_AT = select(
-    func.unnest(bindparam("ids", type_=postgresql.ARRAY(BigInteger))).label("id"),
-    func.unnest(bindparam("ats", type_=postgresql.ARRAY(UTCDateTime))).label("at"),
-).subquery("redeemed_at")
-_REDEEM_ALL = (
-    update(_tickets)
-    .where(_tickets.c.id == _REDEEMED_AT.c.id, _tickets.c.state == TicketState.CLAIMED)
-    .values(state=TicketState.REDEEMED, redeemed_at=_REDEEMED_AT.c.at, updated_at=bindparam("now", type_=UTCDateTime))
-)
-
-
 def _one_of(column: Any, values: Collection[Any], session: Session) -> ColumnElement[bool]:
     """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter."""
     if session.get_bind().dialect.name != "postgresql":
@@ -121,7 +108,8 @@ def _one_of(column: Any, values: Collection[Any], session: Session) -> ColumnEle
 def merge(
     session: Session, gate: GateIdentity, scans: list[OfflineScan], *, now: datetime | None = None
 ) -> MergeReport:
-    """Merge one uploaded batch (no commit; the caller commits, then queues ``consumes``)."""
+    """Merge one uploaded batch (no commit; the caller adds the intents of ``consumes``, commits,
+    then sends them)."""
     if len(scans) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} scans per upload")
     now = now or clock.now()
@@ -158,13 +146,14 @@ def merge(
         outcomes[scan.nonce] = conflict
         rows.append(_row(gate, view, scan, ticket, conflict, consumed=consumed, now=now))
     if rows:
-        recorded = _insert(session, rows)
+        recorded = offline_writes.insert_redemptions(session.connection(), rows)
         for nonce, conflict in outcomes.items():
             report.recorded += 1
             report.conflicts += conflict is not None
             report.outcomes.append(ScanOutcome(nonce, "recorded", conflict))
-            if recorded[nonce]:
-                report.consumes.append(recorded[nonce])
+            consume = recorded[nonce]
+            if consume:
+                report.consumes.append(consume)
     _write_tickets(session, gate, view.list_id, tickets, now)
     if inside_now is not None:
         move_inside(session.connection(), view.list_id, inside_change)
@@ -225,8 +214,8 @@ def _drop_known_nonces(
     for scan in scans:
         stored = known.get(scan.nonce)
         if stored is None and scan.nonce in fresh:
-            stored = fresh[scan.nonce]
-            same = (stored.code, stored.direction) == (scan.code, scan.direction)
+            earlier = fresh[scan.nonce]
+            same = (earlier.code, earlier.direction) == (scan.code, scan.direction)
         elif stored is not None:
             same = (stored.code, stored.gate, stored.direction) == (scan.code, gate.name, scan.direction)
         else:
@@ -302,30 +291,10 @@ def _row(
     }
 
 
-def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[str, int | None]:
-    """Insert the batch's rows (one pipelined executemany); nonce → redemption id to consume
-    (None: nothing to consume). A nonce recorded meanwhile by a concurrent upload (only a code
-    with no ticket can race: the others are locked) is left as it was."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    table = Redemption.__table__
-    session.execute(insert(table).on_conflict_do_nothing(index_elements=["nonce"]), rows)
-    recorded: dict[str, int | None] = {row["nonce"]: None for row in rows}
-    consuming = [row["nonce"] for row in rows if row["consume_sync"] == ConsumeSync.PENDING]
-    if consuming:
-        found = session.execute(
-            select(table.c.nonce, table.c.id).where(
-                _one_of(table.c.nonce, consuming, session), table.c.consume_sync == ConsumeSync.PENDING
-            )
-        )
-        recorded.update({nonce: row_id for nonce, row_id in found})
-    return recorded
-
-
 def _write_tickets(
     session: Session, gate: GateIdentity, list_id: int, tickets: dict[str, _TicketView], now: datetime
 ) -> None:
-    """One multi-row upsert of the histories, one update of the consumed tickets (on PostgreSQL one
-    statement over the arrays of their ids and times; elsewhere a batched executemany)."""
+    """The touched tickets' histories on the list, and the consumed tickets redeemed."""
     conn = session.connection()
     histories = [
         presence_row(
@@ -339,19 +308,9 @@ def _write_tickets(
         for t in tickets.values()
         if t.touched
     ]
-    if histories:
-        conn.execute(upsert_statement(conn.dialect.name), histories)
-    redeemed = [{"ticket_id": t.id, "at": t.redeemed_at} for t in tickets.values() if t.redeemed_at is not None]
-    if redeemed and conn.dialect.name == "postgresql":
-        ids, ats = [row["ticket_id"] for row in redeemed], [row["at"] for row in redeemed]
-        conn.execute(_REDEEM_ALL, {"ids": ids, "ats": ats, "now": now})
-    elif redeemed:
-        session.execute(
-            update(Ticket.__table__)
-            .where(Ticket.__table__.c.id == bindparam("ticket_id"), Ticket.__table__.c.state == TicketState.CLAIMED)
-            .values(state=TicketState.REDEEMED, redeemed_at=bindparam("at"), updated_at=now),
-            redeemed,
-        )
+    offline_writes.upsert_histories(conn, histories, list_id=list_id, event_id=gate.event_id, now=now)
+    redeemed = [(t.id, t.redeemed_at) for t in tickets.values() if t.redeemed_at is not None]
+    offline_writes.redeem_tickets(conn, redeemed, now=now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ FORMAT = 1
 CURSOR_OVERLAP = timedelta(seconds=30)
 HASH_CHARS = 16
 #: One character per ticket state; anything not in a holder's hands yet is ``n``.
-STATE_CHARS = {
+STATE_CHARS: dict[str, str] = {
     TicketState.CLAIMED: "c",
     TicketState.REDEEMED: "r",
     TicketState.REVOKED: "x",
@@ -146,6 +146,8 @@ def deltas(session: Session, gate: GateIdentity, cursor: datetime, *, now: datet
         .join(Order, Order.id == Ticket.order_id)
         .where(Ticket.event_id == gate.event_id, Ticket.code.is_not(None), Ticket.updated_at >= since)
     ):
+        if code is None:  # excluded by the WHERE: the checker cannot see it
+            continue
         hashed = code_hash(key, code)
         states[hashed] = STATE_CHARS.get(state, NOT_CLAIMED_CHAR)
         if ticket_class is not None:

@@ -125,7 +125,9 @@ class _PostgresTickets:
     def allocate_ids(self, count: int) -> list[int]:
         connection = self._driver()
         if _PostgresTickets.id_sequence is None:
-            _PostgresTickets.id_sequence = str(connection.execute(_PG_ID_SEQUENCE).fetchone()[0])  # type: ignore[index]
+            found = connection.execute(_PG_ID_SEQUENCE).fetchone()
+            assert found is not None  # the function answers one row
+            _PostgresTickets.id_sequence = str(found[0])
         row = connection.execute(_PG_NEW_IDS, (_PostgresTickets.id_sequence, count)).fetchone()
         return list(row[0]) if row and row[0] else []
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from cardpipe.redis_values import as_text
 from cardpipe.services.readiness import signals
 from cardpipe.services.readiness.ports import ReadinessPorts
 from cardpipe.services.readiness.report import Item, Section, failing, ok
@@ -133,7 +134,7 @@ def scheduler_leader(ports: ReadinessPorts) -> Item:
             "start the scheduler: cardpipe scheduler (one or more; one leads)",
         )
     left = ports.redis.pttl(signals.LEADER_LEASE_KEY) / 1000
-    return ok("system.scheduler", SYSTEM, title, checked, f"{leader.decode()} leads (lease {left:.0f}s left)")
+    return ok("system.scheduler", SYSTEM, title, checked, f"{as_text(leader)} leads (lease {left:.0f}s left)")
 
 
 def credentials_fresh(ports: ReadinessPorts, appid: str) -> Item:
