@@ -175,6 +175,7 @@ def main() -> None:
             os.environ["CARDPIPE_WECHAT_API_BASE"] = fake_server.url
             from sqlalchemy import func, select
 
+            import workers.resign  # noqa: F401  (registers the re-sign listener, as every entry point does)
             from cardpipe.db import session_scope
             from cardpipe.runtime import credential_store
             from cardpipe.services import accounts, resign
