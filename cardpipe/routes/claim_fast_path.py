@@ -33,9 +33,10 @@ from anyio import to_thread
 from fastapi import HTTPException
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardpipe.routes import miniprogram
+from cardpipe.routes.asgi_body import read_body, replaying
 from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, bearer_token
 from cardpipe.services import miniprogram_sessions
 from cardpipe.services.claim_results import AddCardResult
@@ -118,7 +119,7 @@ class ClaimFastPath:
                 authorization = value.decode("latin-1")
             elif name == b"content-type":
                 content_type = value.partition(b";")[0].strip().lower()
-        body, messages = await _read_body(receive)
+        body, messages = await read_body(receive)
         try:
             if content_type != _JSON or messages[-1]["type"] != "http.request":
                 raise _Declined
@@ -131,12 +132,12 @@ class ClaimFastPath:
             answer = await call.answer(call.model.model_validate(json.loads(body)), _Request(scope, session, order_no))
         except HTTPException as refused:
             if call.authenticated:
-                await self.app(scope, _replaying(messages, receive), send)
+                await self.app(scope, replaying(messages, receive), send)
             else:  # the login counted and asked WeChat: answered here, not done twice
                 await _refuse(send, refused)
             return
         except Exception:  # _Declined, InvalidSession, ValueError, ValidationError, a database error…
-            await self.app(scope, _replaying(messages, receive), send)
+            await self.app(scope, replaying(messages, receive), send)
             return
         await _answer(send, call.status, answer)
 
@@ -166,26 +167,3 @@ async def _refuse(send: Send, refused: HTTPException) -> None:
     headers += [(b"content-type", _JSON), (b"content-length", str(len(content)).encode("ascii"))]
     await send({"type": "http.response.start", "status": refused.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": content})
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return b"".join(chunks), messages
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), messages
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """``receive`` for the app after this layer read the body: what was read, then the rest."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replay

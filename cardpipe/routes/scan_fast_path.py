@@ -35,9 +35,10 @@ from collections.abc import Sequence
 from anyio import CapacityLimiter, to_thread
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardpipe.db import session_scope
+from cardpipe.routes.asgi_body import read_body, replaying
 from cardpipe.routes.claim_poll import bearer_token
 from cardpipe.routes.outages import database_unreachable, unavailable
 from cardpipe.routes.redemptions import RedemptionIn, reply_to_scan
@@ -120,29 +121,6 @@ class IntentBatches:
         task.add_done_callback(self._tasks.discard)
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return b"".join(chunks), messages
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), messages
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """``receive`` for the app after the fast path read the body: what was read, then the rest."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replay
-
-
 class ScanFastPath:
     """Pure ASGI: answers well-formed, authenticated ``POST /v1/redemptions``; everything else goes
     to the app."""
@@ -164,7 +142,7 @@ class ScanFastPath:
                 authorization = value.decode("latin-1")
             elif name == b"content-type":
                 content_type = value.partition(b";")[0].strip().lower()
-        body, messages = await _read_body(receive)
+        body, messages = await read_body(receive)
         token = bearer_token(authorization)
         try:
             if token is None or content_type != _JSON or messages[-1]["type"] != "http.request":
@@ -172,7 +150,7 @@ class ScanFastPath:
             scan = RedemptionIn.model_validate(json.loads(body))
             identity = await self.tokens.identity(token)
         except (_Declined, ValueError, ValidationError, DBAPIError):
-            await self.app(scope, _replaying(messages, receive), send)
+            await self.app(scope, replaying(messages, receive), send)
             return
         if self.limiter is None:
             self.limiter = CapacityLimiter(SCAN_THREADS)
