@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -35,8 +38,17 @@ from cardpipe.routes.wechat_push import PushFastPath
 from cardpipe.settings import get_settings
 
 
+@asynccontextmanager
+async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The blocking calls' thread count (``api_threads``), which the connection pool follows."""
+    if (threads := get_settings().api_threads) is not None:
+        to_thread.current_default_thread_limiter().total_tokens = threads
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=app_lifespan,
         title="cardpipe",
         version="0.1.0",
         description="Pre-issues WeChat card tickets to Mini Program users at event scale.",

@@ -168,7 +168,8 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int, r
         )
         print(
             f"per settled ticket: {load['pg_transactions']:.1f} PostgreSQL transactions, "
-            f"{load['pg_rows_written']:.1f} rows written, {load['redis_commands']:.1f} Redis commands, "
+            f"{load['pg_rows_written']:.1f} rows written, {load['pg_connections']:.3f} connections opened, "
+            f"{load['redis_commands']:.1f} Redis commands, "
             f"{decrypts:.2f} code/decrypt calls (results applied before their push)"
         )
         print(
@@ -203,6 +204,7 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int, r
         "db_cpu_ms_per_ticket": round(db_ms, 3),
         "pg_transactions_per_ticket": round(load["pg_transactions"], 2),
         "redis_commands_per_ticket": round(load["redis_commands"], 2),
+        "pg_connections_per_ticket": round(load["pg_connections"], 3),
         "decrypts_per_ticket": round(decrypts, 3),
         "fake_cpu_ms_per_ticket": round(sat_cpu.get("fake-wechat", 0.0) * 1000 / sat_tickets, 3),
         "confirm_lag_p50_ms": lags["p50_ms"],
@@ -215,21 +217,27 @@ def measure(args: argparse.Namespace, stack: Any, engine: Any, redis_pid: int, r
 
 
 def _database_load(engine: Any, redis_port: int) -> dict[str, float]:
-    """Counters of this run's database and Redis: transactions, rows written, commands."""
+    """Counters of this run's database and Redis: transactions, rows written, connections opened
+    (a pool too small for its process's concurrency opens and closes one per overflow), commands."""
     import redis
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        commits, written = conn.execute(
+        commits, written, sessions = conn.execute(
             text(
-                "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted "
+                "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted, sessions "
                 "FROM pg_stat_database WHERE datname = current_database()"
             )
         ).one()
     client = redis.Redis(port=redis_port)
     commands = client.info("stats")["total_commands_processed"]
     client.close()
-    return {"pg_transactions": float(commits), "pg_rows_written": float(written), "redis_commands": float(commands)}
+    return {
+        "pg_transactions": float(commits),
+        "pg_rows_written": float(written),
+        "pg_connections": float(sessions),
+        "redis_commands": float(commands),
+    }
 
 
 def _decrypt_calls(demo: Any) -> int:

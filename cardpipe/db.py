@@ -21,7 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from cardpipe.settings import Settings, get_settings
 
-#: The pool of a process whose concurrency is not known (the api: FastAPI's thread pool).
+#: The pool of a process whose concurrency is not known (an app served without ``cardpipe api``).
 DEFAULT_POOL_SIZE = 10
 DEFAULT_MAX_OVERFLOW = 20
 

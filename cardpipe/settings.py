@@ -27,8 +27,8 @@ class Settings(BaseSettings):
     )
     #: PostgreSQL connections of one process: ``pool`` kept open, up to ``overflow`` more at
     #: peaks. Unset, both follow the process's own concurrency (``process_threads``, which
-    #: ``cardpipe worker`` sets from ``--threads``): one per thread kept, two more per thread at
-    #: peaks (a credential refresh inside a transaction). Without it (the api), 10 and 20.
+    #: ``cardpipe worker`` and ``cardpipe api`` set from ``--threads``): one per thread kept, two
+    #: more per thread at peaks (a credential refresh inside a transaction). Without it, 10 and 20.
     db_pool_size: int | None = Field(default=None, ge=1)
     db_max_overflow: int | None = Field(default=None, ge=0)
     #: Seconds a request waits for a free pooled connection before failing.
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     db_transaction_pooler: bool = False
     #: Threads of this process that may each use the database at once (set by the commands).
     process_threads: int | None = Field(default=None, ge=1)
+    #: Threads of an api process for blocking calls (set by ``cardpipe api --threads``; unset,
+    #: anyio's default of 40).
+    api_threads: int | None = Field(default=None, ge=1)
     wechat_api_base: str = "https://api.weixin.qq.com"
     #: Seconds before a WeChat call gives up (WeChat itself answers well inside this).
     wechat_timeout_s: float = 5.0
@@ -81,7 +84,10 @@ class Settings(BaseSettings):
     claim_confirm_delay_s: float = 600.0
     #: A successful client result whose tickets WeChat's ``user_get_card`` has not confirmed yet
     #: waits this long once for the push (which makes its ``code/decrypt`` calls unnecessary).
-    claim_push_grace_ms: int = 500
+    #: WeChat pushes within moments, but at a launch's peak the push waits its turn in the api
+    #: and the drain too: a result handed on before it arrives costs a message, a transaction and
+    #: usually nothing else (the push has landed by then), or a ``code/decrypt`` call of the quota.
+    claim_push_grace_ms: int = 2000
     claim_confirm_max_age_s: float = 86_400.0
     #: A pre-issuing event started this long ago whose orders still lack tickets is re-enqueued.
     preissue_stuck_after_s: float = 300.0

@@ -8,17 +8,27 @@ import sys
 import typer
 import uvicorn
 
+from cardpipe.routes.scan_fast_path import SCAN_THREADS
 from workers.broker import QUEUES
 
 CONSUMER_RESTART_DELAY_MS = 500
+DEFAULT_API_THREADS = 32
 
 
 def api(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="Port to bind."),
     workers: int = typer.Option(1, help="uvicorn worker processes."),
+    threads: int = typer.Option(
+        DEFAULT_API_THREADS, "--threads", "-t", min=1, help="Threads per process for blocking calls."
+    ),
 ) -> None:
     """Serve the HTTP API with uvicorn."""
+    # Each api process runs its blocking calls (plain routes, the fast paths' database work) on
+    # ``threads`` threads, plus the gate scans' own; its connection pool keeps one per thread, so
+    # a launch's peak reuses connections instead of opening and closing one per request.
+    os.environ["CARDPIPE_API_THREADS"] = str(threads)
+    os.environ["CARDPIPE_PROCESS_THREADS"] = str(threads + SCAN_THREADS)
     uvicorn.run(
         "api:app", host=host, port=port, workers=workers, log_level="warning", access_log=False, server_header=False
     )

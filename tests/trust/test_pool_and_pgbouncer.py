@@ -12,14 +12,18 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import dramatiq
 import pytest
 import requests
+from anyio import to_thread
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
+from api import app_lifespan, create_app
 from cardpipe import db as cardpipe_db
 from cardpipe.db import PoolBudget
+from cardpipe.routes.scan_fast_path import SCAN_THREADS
 from cardpipe.settings import Settings
 from models import TicketState
 from tests.backing_services import in_ci
@@ -35,6 +39,19 @@ def test_the_pool_follows_the_settings_or_the_process_threads() -> None:
     assert PoolBudget.from_settings(Settings()) == PoolBudget(10, 20, 30.0, True)
     explicit = Settings(db_pool_size=3, db_max_overflow=0, db_pool_timeout_s=5, db_transaction_pooler=True)
     assert PoolBudget.from_settings(explicit) == PoolBudget(3, 0, 5.0, False)
+
+
+def test_an_api_process_runs_its_blocking_calls_on_the_threads_its_pool_covers() -> None:
+    """``cardpipe api --threads`` sets both: the thread limiter (in the app's lifespan) and the
+    pool, which keeps a connection for each of those threads and each gate-scan thread."""
+    with environment(CARDPIPE_API_THREADS="7", CARDPIPE_PROCESS_THREADS=str(7 + SCAN_THREADS)):
+
+        async def limiter_tokens() -> float:
+            async with app_lifespan(create_app()):
+                return to_thread.current_default_thread_limiter().total_tokens
+
+        assert anyio.run(limiter_tokens) == 7
+        assert PoolBudget.from_settings(Settings()).size == 7 + SCAN_THREADS
 
 
 def test_the_engine_is_built_with_the_configured_pool(database_url: str) -> None:
