@@ -7,6 +7,7 @@ transaction-mode pooler (``db_transaction_pooler``: no server-side prepared stat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -73,14 +75,45 @@ def make_engine(url: str, budget: PoolBudget | None = None) -> Engine:
         return engine
     budget = budget or PoolBudget(DEFAULT_POOL_SIZE, DEFAULT_MAX_OVERFLOW, 30.0)
     connect_args = {} if budget.prepared_statements else {"prepare_threshold": None}
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=budget.size,
         max_overflow=budget.max_overflow,
         pool_timeout=budget.timeout_s,
-        pool_pre_ping=True,
         connect_args=connect_args,
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection that rested longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_S = 1.0
+_RESTED_SINCE = "cardpipe_rested_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections that rested: one that sat in the pool over
+    ``PING_AFTER_IDLE_S`` (PostgreSQL or the network may have dropped it meanwhile) is pinged, and
+    replaced if the ping fails; one handed back moments ago is not. A busy process reuses its
+    connections within milliseconds, and a ping on each would be a round trip per transaction. A
+    connection that broke in that moment fails its transaction like one broken in use: the caller
+    retries (workers) or answers 503 (the api), and the pool drops every connection opened before
+    the failure."""
+
+    def rested(_dbapi: DBAPIConnection, record: ConnectionPoolEntry, *_: object) -> None:
+        record.info[_RESTED_SINCE] = time.monotonic()
+
+    def ping_if_rested(dbapi: DBAPIConnection, record: ConnectionPoolEntry, _proxy: object) -> None:
+        if time.monotonic() - record.info.get(_RESTED_SINCE, 0.0) < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as exc:  # the pool replaces the connection and tries again
+            raise DisconnectionError(f"a pooled connection no longer answers: {exc}") from exc
+
+    event.listen(engine, "connect", rested)
+    event.listen(engine, "checkin", rested)
+    event.listen(engine, "checkout", ping_if_rested)
 
 
 @lru_cache(maxsize=1)

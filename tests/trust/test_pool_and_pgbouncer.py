@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import dramatiq
 import pytest
 import requests
 from anyio import to_thread
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
@@ -64,6 +66,24 @@ def test_the_engine_is_built_with_the_configured_pool(database_url: str) -> None
         finally:
             cardpipe_db.reset()
     cardpipe_db.reset()
+
+
+def test_a_connection_that_rested_is_pinged_and_replaced_when_its_server_side_went_away(database_url: str) -> None:
+    engine = cardpipe_db.make_engine(database_url, PoolBudget(1, 0, 5.0))
+    try:
+        with engine.connect() as conn:
+            first_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as other:  # the pool's one connection, handed out again at once: no ping
+            assert other.execute(text("SELECT pg_backend_pid()")).scalar_one() == first_pid
+        killer = cardpipe_db.make_engine(database_url, PoolBudget(1, 0, 5.0))
+        with killer.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first_pid})
+        killer.dispose()
+        time.sleep(cardpipe_db.PING_AFTER_IDLE_S + 0.1)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first_pid
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
