@@ -7,7 +7,7 @@ processes share the work), applies them and marks them processed in one transact
 first (:func:`cardpipe.services.push_effects.apply_pending`), then the results that need no WeChat
 call (:func:`cardpipe.services.result_effects.apply_ready`), which the pushes just applied
 usually prove — then drops the poll records they made stale. So a committed row is always applied
-— by the next drain, within ``INTERVAL_S`` when idle — without a message per row.
+— by the next drain, within ``IDLE_INTERVAL_S`` — without a message per row.
 
 A result that needs WeChat (``code/decrypt`` after the push grace, or a re-sign) is handed to
 ``process_client_result`` — an outbox intent in the drain's transaction; while the intent is
@@ -41,8 +41,11 @@ log = logging.getLogger(__name__)
 
 PUSH_QUEUE = "events"
 RESULT_QUEUE = "claims"
-#: How often an idle drain looks for rows.
+#: How often a drain that found rows, but less than a full batch, looks again.
 INTERVAL_S = 0.1
+#: A drain that finds nothing looks less and less often, down to this: an idle drain's rounds
+#: were most of an idle worker's CPU. The first row after a quiet spell waits at most this long.
+IDLE_INTERVAL_S = 0.4
 BATCH = 200
 #: Failed attempts after which a row is the sweep's (and its actor's) to retry.
 DRAIN_ATTEMPTS = 3
@@ -159,18 +162,20 @@ class InboxDrain(Middleware):
 
     def _run(self, pushes: bool, results: bool) -> None:
         failing = False
+        pause = self.interval_s
         while not self._stop.is_set():
+            taken = 0
             try:
-                busy = drain_once(pushes=pushes, results=results) >= BATCH
+                taken = drain_once(pushes=pushes, results=results)
                 if failing:
                     log.info("inbox drain: the database and Redis answer again")
                 failing = False
             except (RedisError, SQLAlchemyError) as exc:
                 if not failing:
                     log.warning("inbox drain waiting for the database or Redis: %s", exc)
-                failing, busy = True, False
+                failing = True
             except Exception:
                 log.exception("inbox drain failed; trying again")
-                busy = False
-            if not busy:
-                self._stop.wait(self.interval_s)
+            pause = self.interval_s if taken else min(2 * pause, max(self.interval_s, IDLE_INTERVAL_S))
+            if taken < BATCH:
+                self._stop.wait(pause)

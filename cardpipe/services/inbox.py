@@ -91,44 +91,44 @@ def take_push(session: Session, inbox_id: int) -> tuple[str, int | None] | None:
     return None if row is None else (row.payload, row.official_account_id)
 
 
+#: The drains' take of unprocessed rows, built once: a drain polls it several times a second, and
+#: building the statement (and its cache key) cost more than running it.
+_UNPROCESSED = (
+    select(InboxItem.id, InboxItem.payload, InboxItem.official_account_id, InboxItem.received_at)
+    .where(
+        InboxItem.processed_at.is_(None),
+        InboxItem.source == bindparam("source"),
+        InboxItem.attempts < bindparam("max_attempts"),
+    )
+    .order_by(InboxItem.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+#: The client results among them not passed on to the one-row actor (an open outbox intent to run
+#: it with the row's id).
+_UNPROCESSED_NOT_PASSED = _UNPROCESSED.where(
+    ~exists().where(
+        OutboxMessage.actor == bindparam("passed_to"),
+        OutboxMessage.args == literal("[") + cast(InboxItem.id, String) + literal("]"),
+    )
+)
+
+
 def take_pushes(session: Session, *, limit: int, max_attempts: int) -> list[tuple[int, str, int | None]]:
     """Up to ``limit`` unprocessed pushes tried fewer than ``max_attempts`` times, oldest first,
     locked for this transaction (rows another transaction holds are skipped): (id, payload, the
     official account whose URL it arrived at)."""
     rows = session.execute(
-        select(InboxItem.id, InboxItem.payload, InboxItem.official_account_id)
-        .where(
-            InboxItem.processed_at.is_(None),
-            InboxItem.source == InboxSource.WECHAT,
-            InboxItem.attempts < max_attempts,
-        )
-        .order_by(InboxItem.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        _UNPROCESSED, {"source": InboxSource.WECHAT, "max_attempts": max_attempts, "limit": limit}
     ).all()
     return [(row.id, row.payload, row.official_account_id) for row in rows]
 
 
 def take_results(session: Session, *, limit: int, max_attempts: int, passed_to: str) -> list[tuple[int, str, datetime]]:
     """:func:`take_pushes` for client results — (id, payload, when it was received) — leaving out
-    the rows already passed on to the one-row actor ``passed_to`` (an open outbox intent to run it
-    with the row's id)."""
-    passed = exists().where(
-        OutboxMessage.actor == passed_to,
-        OutboxMessage.args == literal("[") + cast(InboxItem.id, String) + literal("]"),
-    )
-    rows = session.execute(
-        select(InboxItem.id, InboxItem.payload, InboxItem.received_at)
-        .where(
-            InboxItem.processed_at.is_(None),
-            InboxItem.source == InboxSource.CLIENT,
-            InboxItem.attempts < max_attempts,
-            ~passed,
-        )
-        .order_by(InboxItem.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    the rows already passed on to the one-row actor ``passed_to``."""
+    parameters = {"source": InboxSource.CLIENT, "max_attempts": max_attempts, "limit": limit, "passed_to": passed_to}
+    rows = session.execute(_UNPROCESSED_NOT_PASSED, parameters).all()
     return [(row.id, row.payload, row.received_at) for row in rows]
 
 

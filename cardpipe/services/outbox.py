@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
@@ -60,14 +60,21 @@ def take_unsent(session: Session, *, older_than_s: float, limit: int = 500) -> l
     """Unsent intents at least ``older_than_s`` old (younger ones are still their writer's to
     send), oldest first, locked for this transaction; those another relay holds are skipped."""
     cutoff = clock.now() - timedelta(seconds=older_than_s)
-    query = (
-        select(OutboxMessage.id, OutboxMessage.actor, OutboxMessage.args)
-        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.created_at <= cutoff)
-        .order_by(OutboxMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    rows = session.execute(_UNSENT, {"cutoff": cutoff, "limit": limit})
+    return [Intent(row.id, row.actor, json.loads(row.args)) for row in rows]
+
+
+#: Built once: every worker's relay polls it twice a second.
+_UNSENT = (
+    select(OutboxMessage.id, OutboxMessage.actor, OutboxMessage.args)
+    .where(
+        OutboxMessage.sent_at.is_(None),
+        OutboxMessage.created_at <= bindparam("cutoff", type_=OutboxMessage.__table__.c.created_at.type),
     )
-    return [Intent(row.id, row.actor, json.loads(row.args)) for row in session.execute(query)]
+    .order_by(OutboxMessage.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
 
 
 def mark_sent(executor: Executor, ids: Sequence[int]) -> None:
