@@ -25,12 +25,13 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Body, HTTPException, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardpipe.db import get_engine
+from cardpipe.routes.asgi_body import read_body, replaying
 from cardpipe.routes.outages import ride_out_database_restart
 from cardpipe.runtime import redis_client
-from cardpipe.services import pushes
+from cardpipe.services import push_writes, pushes
 from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
 from cardpipe.services.readiness import signals
 from cardpipe.settings import get_settings
@@ -122,7 +123,7 @@ def receive_push(
     # The replay guard's pair and the inbox row commit together; the workers' push drain takes
     # the row from there.
     def store() -> int | None:
-        with get_engine().begin() as connection:
+        with push_writes.writing(get_engine()) as connection:
             return pushes.store(connection, account, query, body, event, xml)
 
     try:
@@ -136,6 +137,7 @@ PUSH_PATH = re.compile(r"/wechat/(wx[0-9A-Za-z]{6,30})/events")
 #: The route's query parameters and their length limits (required ones first).
 _REQUIRED = {"signature": 64, "timestamp": 16, "nonce": 64}
 _OPTIONAL = {"openid": 64, "encrypt_type": 8, "msg_signature": 64}
+_LIMITS = {**_REQUIRED, **_OPTIONAL}
 _SUCCESS = b"success"
 
 
@@ -146,11 +148,10 @@ def _push_query(query_string: bytes) -> PushQuery | None:
     except ValueError:
         return None
     params = dict(pairs)
-    if len(params) != len(pairs) or not params.keys() <= _REQUIRED.keys() | _OPTIONAL.keys():
+    if len(params) != len(pairs) or not params.keys() <= _LIMITS.keys():
         return None
-    limits = {**_REQUIRED, **_OPTIONAL}
     if any(not 0 < len(params.get(name, "")) <= limit for name, limit in _REQUIRED.items()) or any(
-        len(value) > limits[name] for name, value in params.items()
+        len(value) > _LIMITS[name] for name, value in params.items()
     ):
         return None
     return PushQuery(
@@ -170,7 +171,7 @@ def _store_if_plain(oa_appid: str, query_string: bytes, body: bytes) -> bool:
     try:
         account = pushes.push_account(oa_appid)
         event, xml = pushes.open_push(account, query, body, now=time.time(), max_age_s=get_settings().push_max_age_s)
-        with get_engine().begin() as connection:
+        with push_writes.writing(get_engine()) as connection:
             pushes.store(connection, account, query, body, event, xml)
     except Exception:  # the route makes the same checks and answers what failed
         return False
@@ -189,32 +190,12 @@ class PushFastPath:
         if match is None:
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body, messages = await read_body(receive)
+        if messages[-1]["type"] != "http.request":
+            return  # the client went away
         if not await run_in_threadpool(_store_if_plain, match.group(1), scope["query_string"], body):
-            await self.app(scope, _replaying(body, receive), send)
+            await self.app(scope, replaying(messages, receive), send)
             return
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(_SUCCESS))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": _SUCCESS})
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """``receive`` that hands the already-read body out first."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

@@ -6,7 +6,8 @@ times within about 15 s, with the same query and body; the window also absorbs c
 with the same body is WeChat's redelivery (the inbox's dedupe answers it), with another body it
 is a forgery built on a captured query string and is refused. The guard lives in the database
 the push is stored in, so it adds no dependency on Redis; pairs older than the window are pruned
-by the inbox sweep (they would be refused by the window anyway).
+by the inbox sweep (they would be refused by the window anyway). A stored push records its pair
+and its inbox row together (``push_writes``: on PostgreSQL in one statement with these rules).
 """
 
 from __future__ import annotations
@@ -52,14 +53,23 @@ def check_not_replayed(
 ) -> None:
     """Record (timestamp, nonce) with the body's digest, or raise :class:`ReplayedPush` if the
     pair is already recorded with another body."""
-    digest = hashlib.sha256(body).hexdigest()
+    digest = body_digest(body)
     pair = {"official_account_id": official_account_id, "timestamp": timestamp, "nonce": nonce}
     recorded = executor.execute(
         _record(executor.dialect.name), {**pair, "body_sha256": digest, "received_at": clock.now()}
     )
     if recorded.scalar_one_or_none() is not None:
         return
-    seen = executor.execute(_SEEN, pair).scalar_one_or_none()
+    refuse_another_body(executor.execute(_SEEN, pair).scalar_one_or_none(), digest)
+
+
+def body_digest(body: bytes) -> str:
+    """What a pair is recorded with: the body's sha256, hex."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def refuse_another_body(seen: str | None, digest: str) -> None:
+    """Raise :class:`ReplayedPush` if the pair is recorded (``seen``) with another body's digest."""
     if seen is not None and seen != digest:
         raise ReplayedPush("this timestamp and nonce were already used for another push")
 

@@ -2,9 +2,10 @@
 safe-mode checks, then the typed event and the dedupe key it is stored under.
 
 Nothing is stored before every check has passed: the signature; the timestamp's freshness and
-the (timestamp, nonce) replay guard (``push_guard``); for an account in safe mode, an
-``Encrypt`` with a valid ``msg_signature`` (a plain body there is refused: its signature covers
-only token, timestamp and nonce, so a captured query string would carry any body).
+the (timestamp, nonce) replay guard (``push_guard``, checked as the push is written:
+``push_writes``); for an account in safe mode, an ``Encrypt`` with a valid ``msg_signature`` (a
+plain body there is refused: its signature covers only token, timestamp and nonce, so a captured
+query string would carry any body).
 
 An account's token and EncodingAESKey are cached in-process for a short while: a push must be
 answered fast, and re-reading (and decrypting) them from the database on every push is most of
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, select
 
 from cardpipe.db import session_scope
-from cardpipe.services import inbox, push_guard
-from models import InboxSource, OfficialAccount
+from cardpipe.services import push_guard, push_writes
+from models import OfficialAccount
 from wechat.crypto import MessageCrypto
 from wechat.errors import SignatureError
 from wechat.pushes import CardEvent, EventParseError, OtherEvent, event_from_fields, parse_xml
@@ -132,19 +133,15 @@ def store(
     executor: Connection, account: PushAccount, query: PushQuery, body: bytes, event: CardEvent, xml: str
 ) -> int | None:
     """The new inbox row's id, or None for a redelivered push. Raises ``push_guard.ReplayedPush``
-    (storing nothing) if the push's timestamp and nonce came before with another body."""
-    push_guard.check_not_replayed(
+    (storing nothing) if the push's timestamp and nonce came before with another body. On the
+    connection ``push_writes.writing`` gives, one round trip on PostgreSQL."""
+    return push_writes.store(
         executor,
         official_account_id=account.id,
         timestamp=push_guard.parse_timestamp(query.timestamp),
         nonce=query.nonce,
         body=body,
-    )
-    return inbox.store(
-        executor,
-        source=InboxSource.WECHAT,
         kind=event_name(event)[:48] or "unknown",
         dedupe_key=dedupe_key(account, event),
         payload=xml,
-        official_account_id=account.id,
     )
