@@ -8,16 +8,33 @@ and marks the row processed in the same transaction, so a message run twice find
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Executable, String, bindparam, cast, exists, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Executable,
+    String,
+    Text,
+    Update,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
 from cardpipe.db import session_scope
 from models import InboxItem, InboxSource, OutboxMessage
+from models.base import UTCDateTime
 
 #: ``last_error`` is a diagnosis for ops, not a log: keep it short.
 MAX_ERROR_LENGTH = 500
@@ -132,19 +149,46 @@ def take_results(session: Session, *, limit: int, max_attempts: int, passed_to: 
     return [(row.id, row.payload, row.received_at) for row in rows]
 
 
-def mark_processed_many(session: Session, notes: dict[int, str | None]) -> None:
-    """:func:`mark_processed` for many rows (inbox id → note): those without a note in one update."""
-    plain = [inbox_id for inbox_id, note in notes.items() if note is None]
-    if plain:
-        session.execute(
-            update(InboxItem)
-            .where(InboxItem.id.in_(plain), InboxItem.processed_at.is_(None))
-            .values(processed_at=clock.now(), attempts=InboxItem.attempts + 1)
-            .execution_options(synchronize_session=False)
+_INBOX = InboxItem.__table__
+
+
+def _mark_processed(given: Callable[[str], Any]) -> Update:
+    """:func:`mark_processed` of the rows ``given`` names (``b_id``, ``b_note`` → their value); a
+    row without a note keeps its last error."""
+    return (
+        update(_INBOX)
+        .where(_INBOX.c.id == given("b_id"), _INBOX.c.processed_at.is_(None))
+        .values(
+            processed_at=bindparam("now", type_=UTCDateTime),
+            attempts=_INBOX.c.attempts + 1,
+            last_error=func.coalesce(given("b_note"), _INBOX.c.last_error),
         )
-    for inbox_id, note in notes.items():
-        if note is not None:
-            mark_processed(session, inbox_id, note=note)
+    )
+
+
+_MARK_TYPES = {"b_id": BigInteger, "b_note": Text}
+#: One row (executed for every row of a batch).
+_MARK_ONE = _mark_processed(lambda name: bindparam(name, type_=_MARK_TYPES[name]))
+_MARKED = select(
+    *(func.unnest(bindparam(name, type_=postgresql.ARRAY(kind))).label(name) for name, kind in _MARK_TYPES.items())
+).subquery("marked")
+#: Every row of a batch at once, from an array of ids and one of notes (PostgreSQL).
+_MARK_ALL = _mark_processed(lambda name: _MARKED.c[name])
+
+
+def mark_processed_many(session: Session, notes: dict[int, str | None]) -> None:
+    """:func:`mark_processed` for many rows (inbox id → note), in one statement: on PostgreSQL
+    from two arrays, elsewhere executed for every row."""
+    if not notes:
+        return
+    rows = {inbox_id: None if note is None else note[:MAX_ERROR_LENGTH] for inbox_id, note in notes.items()}
+    connection, now = session.connection(), clock.now()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_MARK_ALL, {"b_id": list(rows), "b_note": list(rows.values()), "now": now})
+    else:
+        connection.execute(
+            _MARK_ONE, [{"b_id": inbox_id, "b_note": note, "now": now} for inbox_id, note in rows.items()]
+        )
 
 
 def mark_processed(session: Session, inbox_id: int, *, note: str | None = None) -> None:

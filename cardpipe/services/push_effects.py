@@ -17,10 +17,13 @@ processed in the transaction of the guarded updates, so a push applied twice fin
 
 A batch (:func:`apply_pending`) locks the tickets its ``user_get_card`` pushes name and reads them
 in the same statement; each push's outcome is decided from those locked rows, in arrival order
-(the exact rules of ``claims.confirm_claim``), and the changes are written together as one
-guarded ``UPDATE`` executed for every changed ticket (a row that no longer matches its guard
-fails the batch, which is then applied push by push). Any other push is applied by its handler
-after the claims decided so far are written, and the locked rows are read again after it.
+(the exact rules of ``claims.confirm_claim``), and the changes are written together: on
+PostgreSQL one guarded ``UPDATE`` from one array per column, elsewhere one guarded ``UPDATE``
+executed for every changed ticket (a row that no longer matches its guard fails the batch, which
+is then applied push by push). Any other push is applied by its handler; when that handler may
+change tickets (a gift, a ticket found by code, a delete, a consume) the claims decided so far are
+written before it and the locked rows read again after it. Marking the batch processed is one
+statement too (``inbox.mark_processed_many``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    String,
+    Update,
+    any_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
@@ -38,6 +55,7 @@ from cardpipe.services import card_audit, claim_ownership, claims, inbox, tenanc
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.wechat_consumes import record_wechat_consume
 from models import CLAIMABLE_STATES, RECEIVED_STATES, Ticket, TicketState
+from models.base import UTCDateTime
 from wechat.pushes import (
     CardEvent,
     CardNotPassCheck,
@@ -217,10 +235,12 @@ def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained
         handled = None
         if isinstance(event, UserGetCard):
             handled = got_cards.claim(event, official_account_id, events_of_cards)
-        if handled is None:
+        if handled is None and isinstance(event, _CHANGING_TICKETS):
             got_cards.write()
             handled = handle(session, event, official_account_id=official_account_id, events_of_cards=events_of_cards)
             got_cards.forget()
+        elif handled is None:
+            handled = handle(session, event, official_account_id=official_account_id, events_of_cards=events_of_cards)
         notes[inbox_id] = handled.note
         orders.update(handled.orders)
     got_cards.write()
@@ -228,35 +248,70 @@ def apply_pending(session: Session, *, limit: int, max_attempts: int) -> Drained
     return Drained(list(notes), claim_ownership.cache_keys(session, orders))
 
 
+#: The pushes whose handler may change tickets: the claims decided so far are written before it,
+#: and the locked rows read again after it.
+_CHANGING_TICKETS = (UserGetCard, UserDelCard, UserConsumeCard)
+
+
 def _names_ticket(outer_str: str) -> bool:
     return outer_str.isdigit() and int(outer_str) <= _MAX_TICKET_ID
 
 
 _T = Ticket.__table__
-#: One ticket's user_get_card, guarded exactly as ``claims.confirm_claim``'s updates are.
-_CONFIRM_BY_WECHAT = (
-    update(_T)
-    .where(
-        _T.c.id == bindparam("b_id"),
-        _T.c.card_id == bindparam("b_card_id"),
-        or_(_T.c.code == bindparam("b_code"), _T.c.code.is_(None)),
-        _T.c.state == bindparam("b_old_state"),
-        _T.c.confirmed_by_wechat.is_(False),
+#: What differs between the tickets a batch confirms, and each one's type.
+_PER_TICKET = {
+    "b_id": BigInteger,
+    "b_card_id": String,
+    "b_code": String,
+    "b_old_state": String,
+    "b_state": String,
+    "b_claims": Boolean,
+    "b_oa_openid": String,
+    "b_unionid": String,
+}
+
+
+def _confirm_by_wechat(given: Callable[[str], Any]) -> Update:
+    """The user_get_card of the tickets ``given`` names (column → its value), guarded exactly as
+    ``claims.confirm_claim``'s updates are."""
+    now = bindparam("b_now", type_=UTCDateTime)
+    return (
+        update(_T)
+        .where(
+            _T.c.id == given("b_id"),
+            _T.c.card_id == given("b_card_id"),
+            or_(_T.c.code == given("b_code"), _T.c.code.is_(None)),
+            _T.c.state == given("b_old_state"),
+            _T.c.confirmed_by_wechat.is_(False),
+        )
+        .values(
+            state=given("b_state"),
+            confirmed_by_wechat=True,
+            code=func.coalesce(_T.c.code, given("b_code")),
+            confirmed_at=now,
+            updated_at=now,
+            claimed_at=case((given("b_claims"), now), else_=func.coalesce(_T.c.claimed_at, now)),
+            oa_openid=func.coalesce(given("b_oa_openid"), _T.c.oa_openid),
+            unionid=func.coalesce(given("b_unionid"), _T.c.unionid),
+        )
     )
-    .values(
-        state=bindparam("b_state"),
-        confirmed_by_wechat=True,
-        code=func.coalesce(_T.c.code, bindparam("b_code")),
-        confirmed_at=bindparam("b_now", type_=_T.c.confirmed_at.type),
-        updated_at=bindparam("b_now", type_=_T.c.updated_at.type),
-        claimed_at=case(
-            (bindparam("b_claims", type_=Boolean()), bindparam("b_now", type_=_T.c.claimed_at.type)),
-            else_=func.coalesce(_T.c.claimed_at, bindparam("b_now", type_=_T.c.claimed_at.type)),
-        ),
-        oa_openid=func.coalesce(bindparam("b_oa_openid"), _T.c.oa_openid),
-        unionid=func.coalesce(bindparam("b_unionid"), _T.c.unionid),
-    )
-)
+
+
+#: One ticket (executed for every ticket of a batch).
+_CONFIRM_BY_WECHAT = _confirm_by_wechat(lambda name: bindparam(name, type_=_PER_TICKET[name]))
+_CONFIRMED = select(
+    *(func.unnest(bindparam(name, type_=postgresql.ARRAY(kind))).label(name) for name, kind in _PER_TICKET.items())
+).subquery("confirmed")
+#: Every ticket of a batch at once, from one array per column (PostgreSQL).
+_CONFIRM_ALL_BY_WECHAT = _confirm_by_wechat(lambda name: _CONFIRMED.c[name])
+
+
+def _one_of(session: Session, ticket_ids: list[int]) -> ColumnElement[bool]:
+    """``tickets.id IN ticket_ids``; on PostgreSQL ``= ANY(:array)``: one parameter, so the
+    statement's text is the same whatever the batch (psycopg caches its parsing)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return Ticket.id.in_(ticket_ids)
+    return Ticket.id == any_(bindparam("ticket_ids", ticket_ids, type_=postgresql.ARRAY(BigInteger)))
 
 
 class _GetCardBatch:
@@ -270,7 +325,7 @@ class _GetCardBatch:
         self._read()
 
     def _read(self) -> None:
-        self.rows = locked_tickets(self.session, Ticket.id.in_(self.ticket_ids)) if self.ticket_ids else {}
+        self.rows = locked_tickets(self.session, _one_of(self.session, self.ticket_ids)) if self.ticket_ids else {}
 
     def forget(self) -> None:
         """Another handler may have changed the tickets: read them again."""
@@ -320,11 +375,15 @@ class _GetCardBatch:
         if not self.changes:
             return
         now = clock.now()
-        params = [{**change, "b_now": now} for change in self.changes.values()]
-        self.changes = {}
-        changed = self.session.connection().execute(_CONFIRM_BY_WECHAT, params).rowcount
-        if changed != len(params):
-            raise RuntimeError(f"{len(params) - changed} locked tickets changed under a batch of pushes")
+        changes, self.changes = list(self.changes.values()), {}
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql":
+            arrays: dict[str, Any] = {name: [change[name] for change in changes] for name in _PER_TICKET}
+            changed = connection.execute(_CONFIRM_ALL_BY_WECHAT, {**arrays, "b_now": now}).rowcount
+        else:
+            changed = connection.execute(_CONFIRM_BY_WECHAT, [{**change, "b_now": now} for change in changes]).rowcount
+        if changed != len(changes):
+            raise RuntimeError(f"{len(changes) - changed} locked tickets changed under a batch of pushes")
 
 
 def apply_push(session: Session, inbox_id: int) -> list[str] | None:
