@@ -279,8 +279,10 @@ def _describe(name: str, figures: dict[str, Any]) -> None:
     print(
         f"{name}: {figures['scans']} scans, {figures['rps']:.0f} scans/s, p50 {figures['p50_ms']:.2f} ms, "
         f"p90 {figures['p90_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, max {figures['max_ms']:.1f} ms, "
-        f"{figures['results']}" + (f"; {figures['gates_ran_dry']} gates ran out of tickets" if figures["gates_ran_dry"] else "")
+        f"{figures['results']}"
     )
+    if figures["gates_ran_dry"]:
+        print(f"  {figures['gates_ran_dry']} gates ran out of tickets before the end")
 
 
 def main(args: argparse.Namespace) -> None:
