@@ -4,6 +4,14 @@ and the in-call retry of errcode -1 (system busy).
 No message or log line built here contains a URL: requests' exceptions embed the full URL, whose
 query carries ``access_token`` / ``secret``, so failures are reported by endpoint path only and
 re-raised ``from None`` (a chained requests exception would print the URL in any traceback).
+
+The session reads the process's environment once, when it is built, for the one host it talks to:
+an egress proxy (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, unless ``NO_PROXY`` names the
+host), a CA bundle (``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``) and ``~/.netrc`` credentials apply
+exactly as requests would apply them, and then it stops trusting the environment
+(``trust_env = False``). requests otherwise re-reads all of it on every call, which was about a
+third of a login's CPU (the login's ``jscode2session`` is the api's one inline WeChat call). A
+change to those variables after the process started takes effect on its restart.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_netrc_auth
 
 from wechat.errors import ConfigurationError, RetryableError, error_for
 
@@ -53,13 +62,7 @@ class WeChatHttp:
         self._timeout_s = timeout_s
         self._busy_retries = max(0, busy_retries)
         self._busy_backoff_s = busy_backoff_s
-        if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = "cardpipe"
-            # One session serves every thread of a worker process: keep a connection per thread.
-            session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
-            session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
-        self._session = session
+        self._session = _session(self._base) if session is None else session
         self._sleep = sleep
         self._jitter = jitter
 
@@ -117,6 +120,21 @@ class WeChatHttp:
         except requests.RequestException as exc:
             raise RetryableError(None, f"request failed ({type(exc).__name__})", endpoint=path) from None
         return _decode(response, path)
+
+
+def _session(base_url: str) -> requests.Session:
+    """A pooled session whose environment settings for ``base_url`` are resolved now, once."""
+    session = requests.Session()
+    session.headers["User-Agent"] = "cardpipe"
+    # One session serves every thread of a worker process: keep a connection per thread.
+    session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+    session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+    settings = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.proxies = settings["proxies"]
+    session.verify = settings["verify"]
+    session.auth = get_netrc_auth(base_url)
+    session.trust_env = False
+    return session
 
 
 def _decode(response: requests.Response, path: str) -> JsonObject:

@@ -18,7 +18,7 @@ from anyio import to_thread
 from redis.exceptions import RedisError
 
 from cardpipe.credentials import StoredCredential
-from cardpipe.db import session_scope
+from cardpipe.db import get_engine, session_scope
 from cardpipe.runtime import async_redis_client, credential_store, redis_client
 from cardpipe.services import claim_cache, claim_payload, outbox
 from cardpipe.services.claim_cache import CachedClaim
@@ -64,8 +64,8 @@ def rebuild(refs: list[OrderRef], *, issue_actor: str, send: SendIntents) -> dic
         seen: list[bytes] | None = claim_cache.generations(redis, [ref.cache_key for ref in refs])
     except RedisError:
         seen = None
-    with session_scope() as session:
-        built = claim_payload.build_claims(session, refs, card_ticket=card_ticket)
+    with get_engine().begin() as connection:
+        built = claim_payload.build_claims(connection, refs, card_ticket=card_ticket)
     to_issue = [order for answer in built.values() for order in answer.to_issue]
     if seen is not None:
         records = [

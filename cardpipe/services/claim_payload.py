@@ -4,23 +4,34 @@ cards ``wx.openCard`` can show.
 Building a payload is the one write a poll may cause: outstanding tickets signed by an older card
 ticket are re-signed, and ready ones become served (``serve`` happens once, on a cache fill, so
 the common poll — a cache hit — writes nothing). What is returned is what may be cached.
+
+A build reads once (the caller's orders with their tickets) before its writes, and runs on a
+``Session`` or, from the poll's rebuild, a Core ``Connection`` (its statements are on the tables:
+nothing goes through the ORM's unit of work).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from redis.exceptions import RedisError
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
 from cardpipe.credentials import CredentialStore, StoredCredential
 from cardpipe.services.claim_cache import CachedClaim
-from cardpipe.services.claim_ownership import OrderRef, OwnedOrder, all_owned_orders, owned_orders
+from cardpipe.services.claim_ownership import (
+    OrderRef,
+    OrderTicket,
+    OwnedOrder,
+    all_owned_orders_with_tickets,
+    owned_orders,
+    tickets_of,
+)
 from cardpipe.services.claims import serve
 from cardpipe.services.resign import resign_tickets
 from models import (
@@ -55,18 +66,17 @@ class BuiltClaim:
 
 
 def build_claims(
-    session: Session, refs: Sequence[OrderRef], *, card_ticket: Callable[[str], StoredCredential]
+    session: Session | Connection, refs: Sequence[OrderRef], *, card_ticket: Callable[[str], StoredCredential]
 ) -> dict[str, BuiltClaim]:
     """The poll answers of one caller's orders from the database, by order number. Outstanding
     tickets signed by an older card ticket are re-signed first and ready ones become served, so
-    what is returned is what may be cached and handed out. Two reads (the orders, their tickets)
-    and the writes, whatever the number of orders. All or nothing: raises :class:`UnknownOrders`,
-    changing nothing, if the caller lacks any of the orders."""
-    owned = all_owned_orders(session, refs)
+    what is returned is what may be cached and handed out. One read (the orders with their
+    tickets) and the writes, whatever the number of orders. All or nothing: raises
+    :class:`UnknownOrders`, changing nothing, if the caller lacks any of the orders."""
+    owned, tickets = all_owned_orders_with_tickets(session, refs)
     groups: dict[str, list[OwnedOrder]] = defaultdict(list)
     for order in owned:
         groups[order.order_no].append(order)
-    tickets = _tickets_of(session, [o.id for o in owned])
     pending = {o.id for o in owned if sum(_issued(t) for t in tickets.get(o.id, [])) < o.ticket_count}
     built: dict[str, BuiltClaim] = {}
     for order_no, group in groups.items():
@@ -96,37 +106,15 @@ def build_claims(
     return built
 
 
-#: (id, order id, state, card id, cardExt, card ticket version) of a ticket.
-_TicketRow = Row[int, int, str, str, str | None, int | None]
-
-
-def _issued(ticket: _TicketRow) -> bool:
+def _issued(ticket: OrderTicket) -> bool:
     """Issued: out of ``pending``, with its cardExt and the card ticket version that signed it."""
     return ticket.state != TicketState.PENDING and ticket.card_ext is not None and ticket.ticket_version is not None
 
 
-def _tickets_of(session: Session, order_ids: Collection[int]) -> dict[int, list[_TicketRow]]:
-    """order id → its tickets, in seat order."""
-    if not order_ids:
-        return {}
-    rows = session.execute(_TICKETS_OF, {"order_ids": list(order_ids)}).all()
-    tickets: dict[int, list[_TicketRow]] = defaultdict(list)
-    for row in rows:
-        tickets[row.order_id].append(row)
-    return tickets
-
-
-_TICKETS_OF = (
-    select(Ticket.id, Ticket.order_id, Ticket.state, Ticket.card_id, Ticket.card_ext, Ticket.ticket_version)
-    .where(Ticket.order_id.in_(bindparam("order_ids", expanding=True)))
-    .order_by(Ticket.order_id, Ticket.seq)
-)
-
-
 def _claimable_cards(
-    session: Session,
+    session: Session | Connection,
     orders: Mapping[int, OwnedOrder],
-    tickets: Mapping[int, list[_TicketRow]],
+    tickets: Mapping[int, list[OrderTicket]],
     card_ticket: Callable[[str], StoredCredential],
 ) -> dict[int, list[tuple[str, str, int]]]:
     """order id → (card id, cardExt, ticket version) of its outstanding tickets, in seat order
@@ -150,7 +138,7 @@ def _claimable_cards(
             resigned = True
     serve(session, [t.id for t in outstanding if t.state == TicketState.READY])
     if resigned:
-        tickets = _tickets_of(session, list(orders))
+        tickets = tickets_of(session, list(orders))
     cards: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
     for order_id in orders:
         for t in tickets.get(order_id, []):

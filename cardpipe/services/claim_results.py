@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from cardpipe.credentials import StoredCredential
 from cardpipe.services import claim_ownership, claims, inbox, resign
 from cardpipe.services.claim_cache import record_key
-from cardpipe.services.claim_ownership import OrderRef
+from cardpipe.services.claim_ownership import OrderRef, OrderTicket
 from cardpipe.services.claims import ClaimOutcome, Signal
-from models import RECEIVED_STATES, InboxSource, Ticket
+from models import CLAIMABLE_STATES, RECEIVED_STATES, InboxSource, Ticket
 from wechat.errors import BusinessError
 
 ADD_CARD_OK = "addCard:ok"
@@ -109,6 +109,22 @@ def spent_nonces(result: AddCardResult, outstanding: dict[int, str]) -> dict[int
     return {ticket_id: nonce for ticket_id, nonce in filter(None, named) if ticket_id in outstanding}
 
 
+def outstanding_nonces(tickets: Mapping[int, list[OrderTicket]]) -> dict[int, str]:
+    """ticket id → current nonce of the outstanding tickets (ready or served, signed: what a
+    client holds now) among ``tickets`` (order id → its tickets)."""
+    return {
+        t.id: t.nonce
+        for order_tickets in tickets.values()
+        for t in order_tickets
+        if t.state in CLAIMABLE_STATES and t.nonce is not None
+    }
+
+
+def spends_nothing(result: AddCardResult) -> bool:
+    """A success of every item: :func:`spent_nonces` is empty whatever is outstanding."""
+    return result.ok and all(item.isSuccess for item in result.cardList)
+
+
 def dedupe_key(refs: Sequence[OrderRef], result: AddCardResult, spent: dict[int, str]) -> str:
     """Same caller, orders, result and spent nonces ⇒ the same delivery. A bare failure (no
     cardList) is told apart by the nonces it spent, so the user's second cancel is not a repeat."""
@@ -118,23 +134,29 @@ def dedupe_key(refs: Sequence[OrderRef], result: AddCardResult, spent: dict[int,
 
 
 def accept(
-    session: Session,
+    session: Session | Connection,
     refs: Sequence[OrderRef],
     result: AddCardResult,
     *,
     card_ticket: Callable[[str], StoredCredential],
 ) -> Accepted:
     """Store the result of the claim of ``refs`` (one caller's orders) and re-sign what it spent.
-    Raises ``claim_ownership.UnknownOrders``, storing nothing, if the caller lacks any of the orders."""
-    orders = claim_ownership.all_owned_orders(session, refs)
-    order_ids = [o.id for o in orders]
-    spent = spent_nonces(result, resign.outstanding_nonces(session, order_ids))
+    Raises ``claim_ownership.UnknownOrders``, storing nothing, if the caller lacks any of the orders.
+
+    Two statements when the result spent nothing (the orders, the insert); when it may have, the
+    orders come with their tickets in one."""
+    spent: dict[int, str] = {}
+    if spends_nothing(result):
+        orders = claim_ownership.all_owned_orders(session, refs)
+    else:
+        orders, tickets = claim_ownership.all_owned_orders_with_tickets(session, refs)
+        spent = spent_nonces(result, outstanding_nonces(tickets))
     stored = StoredResult(
         mp_appid=refs[0].mp_appid,
         openid=refs[0].openid,
         order_nos=sorted({ref.order_no for ref in refs}),
         oa_appid=orders[0].oa_appid,
-        order_ids=order_ids,
+        order_ids=[o.id for o in orders],
         result=result,
         spent=spent,
     )

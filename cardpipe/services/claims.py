@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
@@ -49,7 +49,7 @@ class ClaimOutcome(StrEnum):
     UNMATCHED = "unmatched"
 
 
-def serve(session: Session, ticket_ids: Collection[int]) -> int:
+def serve(session: Session | Connection, ticket_ids: Collection[int]) -> int:
     """ready → served; returns how many moved."""
     if not ticket_ids:
         return 0
@@ -57,16 +57,17 @@ def serve(session: Session, ticket_ids: Collection[int]) -> int:
     return rowcount(session.execute(_SERVE, {"ticket_ids": list(ticket_ids), "now": now}))
 
 
-#: Built once: serving is part of every cache fill.
+_tickets = Ticket.__table__
+#: Built once, on the table (a Session runs an ORM entity's UPDATE through its bulk machinery):
+#: serving is part of every cache fill.
 _SERVE = (
-    update(Ticket)
-    .where(Ticket.id.in_(bindparam("ticket_ids", expanding=True)), Ticket.state == TicketState.READY)
+    update(_tickets)
+    .where(_tickets.c.id.in_(bindparam("ticket_ids", expanding=True)), _tickets.c.state == TicketState.READY)
     .values(
         state=TicketState.SERVED,
-        served_at=bindparam("now", type_=Ticket.__table__.c.served_at.type),
-        updated_at=bindparam("now", type_=Ticket.__table__.c.updated_at.type),
+        served_at=bindparam("now", type_=_tickets.c.served_at.type),
+        updated_at=bindparam("now", type_=_tickets.c.updated_at.type),
     )
-    .execution_options(synchronize_session=False)
 )
 
 

@@ -66,14 +66,16 @@ def store(
 @cache
 def _insert(dialect: str) -> Executable:
     """The one ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` of a dialect, built once (building
-    it per row was most of a stored push's statement cost)."""
+    it per row was most of a stored push's statement cost), on the table: on the ORM entity a
+    ``Session`` runs it through its bulk-insert machinery, which adds nothing here."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = InboxItem.__table__
     columns = ("source", "kind", "dedupe_key", "payload", "official_account_id", "received_at")
     return (
-        insert(InboxItem)
-        .values({**{name: bindparam(name, type_=InboxItem.__table__.c[name].type) for name in columns}, "attempts": 0})
+        insert(table)
+        .values({**{name: bindparam(name, type_=table.c[name].type) for name in columns}, "attempts": 0})
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(InboxItem.id)
+        .returning(table.c.id)
     )
 
 

@@ -10,7 +10,10 @@ it never leaves the call that received it.
 Verification is cached per token in-process, because the hot poll path sees the same token every
 second; the expiry is still checked on every call. A mini program's AppSecret and official
 account are cached in-process for ``MINI_PROGRAM_CACHE_TTL_S``: every login needs them, and
-reading (and decrypting) them from the database was a transaction per login.
+reading (and decrypting) them from the database was a transaction per login. A login writes
+nothing but its readiness signal (did it carry a unionid?), and that at most once per
+``LOGIN_SIGNAL_INTERVAL_S`` per mini program and process unless the answer changed: at a launch
+every login wrote the same value to the same key.
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ MAX_TOKEN_LENGTH = 1024
 #: launch at once; a larger cache only grew the api process by each new user's session for hours.
 _VERIFIED_CACHE_SIZE = 4_096
 MINI_PROGRAM_CACHE_TTL_S = 30.0
+LOGIN_SIGNAL_INTERVAL_S = 10.0
 
 _mini_programs: dict[str, tuple[float, tuple[str, str]]] = {}
 _mini_programs_lock = threading.Lock()
+#: mini program → (when its login signal is due again, whether the last one recorded had a unionid)
+_login_signals: dict[str, tuple[float, bool]] = {}
 
 
 class InvalidSession(Exception):
@@ -143,7 +149,7 @@ def login(mp_appid: str, js_code: str) -> tuple[str, MpSession]:
     Raises UnknownMiniProgram, or the typed ``wechat.errors`` error WeChat answered."""
     secret, oa_appid = _mini_program(mp_appid)
     answer = MiniProgramApi(wechat_http()).jscode2session(mp_appid, secret, js_code)
-    signals.record_login(redis_client(), mp_appid, with_unionid=answer.unionid is not None)
+    _record_login(mp_appid, with_unionid=answer.unionid is not None)
     session = MpSession(
         mp_appid=mp_appid,
         oa_appid=oa_appid,
@@ -152,3 +158,14 @@ def login(mp_appid: str, js_code: str) -> tuple[str, MpSession]:
         expires_at=int(time.time()) + get_settings().session_ttl_s,
     )
     return issue_token(session), session
+
+
+def _record_login(mp_appid: str, *, with_unionid: bool) -> None:
+    """The readiness signal of a login, unless this process recorded the same one lately (two
+    threads racing may both write it: the same value)."""
+    now = time.monotonic()
+    last = _login_signals.get(mp_appid)
+    if last is not None and now < last[0] and last[1] == with_unionid:
+        return
+    _login_signals[mp_appid] = (now + LOGIN_SIGNAL_INTERVAL_S, with_unionid)
+    signals.record_login(redis_client(), mp_appid, with_unionid=with_unionid)

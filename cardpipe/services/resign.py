@@ -15,16 +15,18 @@ failed ``wx.addCard`` used up, each guarded by the nonce it replaces.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Row, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
 from cardpipe.db import rowcount
 from cardpipe.services.ticket_signing import sign_card_ext
 from models import CLAIMABLE_STATES, Event, Ticket
+
+_tickets = Ticket.__table__
 
 _POSTGRES_UPDATE = text(
     """
@@ -41,11 +43,15 @@ def _stale(version: int) -> Any:
     return Ticket.state.in_(CLAIMABLE_STATES) & (Ticket.ticket_version < version)
 
 
-def resign_tickets(session: Session, ticket_ids: Sequence[int], *, api_ticket: str, version: int) -> int:
+def resign_tickets(session: Session | Connection, ticket_ids: Sequence[int], *, api_ticket: str, version: int) -> int:
     """Re-sign those of ``ticket_ids`` still outstanding and older than ``version``; returns how
     many were re-signed."""
     rows = session.execute(
-        select(Ticket.id, Ticket.card_id, Ticket.code).where(Ticket.id.in_(ticket_ids), _stale(version))
+        select(_tickets.c.id, _tickets.c.card_id, _tickets.c.code).where(
+            _tickets.c.id.in_(ticket_ids),
+            _tickets.c.state.in_(CLAIMABLE_STATES),
+            _tickets.c.ticket_version < version,
+        )
     ).all()
     return _write(session, rows, api_ticket=api_ticket, version=version)
 
@@ -89,7 +95,9 @@ def stale_count(session: Session, official_account_id: int, version: int) -> int
     return int(session.scalar(query) or 0)
 
 
-def _write(session: Session, rows: Sequence[Row[int, str, str | None]], *, api_ticket: str, version: int) -> int:
+def _write(
+    session: Session | Connection, rows: Sequence[Row[int, str, str | None]], *, api_ticket: str, version: int
+) -> int:
     if not rows:
         return 0
     now = clock.now()
@@ -97,17 +105,17 @@ def _write(session: Session, rows: Sequence[Row[int, str, str | None]], *, api_t
     for ticket_id, card_id, code in rows:
         ext = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
         signed.append({"id": ticket_id, "card_ext": ext.card_ext, "nonce": ext.nonce, "ts": ext.timestamp})
-    if session.get_bind().dialect.name == "postgresql":
+    bind = session.get_bind() if isinstance(session, Session) else session
+    if bind.dialect.name == "postgresql":
         result = session.execute(_POSTGRES_UPDATE, {"rows": json.dumps(signed), "version": version, "now": now})
         return rowcount(result)
-    table = Ticket.__table__
     statement = (
-        update(table)
+        update(_tickets)
         .where(
-            table.c.id == bindparam("ticket_id"),
+            _tickets.c.id == bindparam("ticket_id"),
             # Not IN (…): an expanding parameter cannot go into an executemany.
-            or_(*(table.c.state == state for state in CLAIMABLE_STATES)),
-            table.c.ticket_version < version,
+            or_(*(_tickets.c.state == state for state in CLAIMABLE_STATES)),
+            _tickets.c.ticket_version < version,
         )
         .values(
             card_ext=bindparam("card_ext"),
@@ -122,47 +130,45 @@ def _write(session: Session, rows: Sequence[Row[int, str, str | None]], *, api_t
     return rowcount(session.execute(statement, params))
 
 
-def resign_spent(session: Session, spent: Mapping[int, str], *, api_ticket: str, version: int) -> list[int]:
+def resign_spent(
+    session: Session | Connection, spent: Mapping[int, str], *, api_ticket: str, version: int
+) -> list[int]:
     """A fresh nonce and timestamp for each outstanding ticket whose current nonce is the one
     given (WeChat refuses a (timestamp, nonce) pair a cancelled or failed addCard used). Guarded by
     that nonce, so repeating it, or racing a rotation re-sign, re-signs nothing twice. Returns
     the orders of the tickets re-signed."""
     if not spent:
         return []
-    rows = session.execute(
-        select(Ticket.id, Ticket.order_id, Ticket.card_id, Ticket.code, Ticket.nonce).where(
-            Ticket.id.in_(spent), Ticket.state.in_(CLAIMABLE_STATES)
-        )
-    ).all()
+    rows = session.execute(_SPENT_TICKETS, {"ticket_ids": list(spent)}).all()
     orders: list[int] = []
     for ticket_id, order_id, card_id, code, nonce in rows:
         if nonce != spent[ticket_id]:
             continue
         signed = sign_card_ext(api_ticket=api_ticket, card_id=card_id, code=code, outer_str=str(ticket_id))
-        now = clock.now()
-        result = session.execute(
-            update(Ticket)
-            .where(Ticket.id == ticket_id, Ticket.nonce == nonce, Ticket.state.in_(CLAIMABLE_STATES))
-            .values(
-                card_ext=signed.card_ext,
-                nonce=signed.nonce,
-                timestamp=signed.timestamp,
-                ticket_version=version,
-                signed_at=now,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if rowcount(result):
+        values = {"card_ext": signed.card_ext, "new_nonce": signed.nonce, "timestamp": signed.timestamp}
+        values |= {"ticket_id": ticket_id, "nonce": nonce, "version": version, "now": clock.now()}
+        if rowcount(session.execute(_RESIGN_SPENT, values)):
             orders.append(order_id)
     return orders
 
 
-def outstanding_nonces(session: Session, order_ids: Collection[int]) -> dict[int, str]:
-    """ticket id → current nonce of the orders' outstanding tickets (what a client holds now)."""
-    rows = session.execute(
-        select(Ticket.id, Ticket.nonce).where(
-            Ticket.order_id.in_(order_ids), Ticket.state.in_(CLAIMABLE_STATES), Ticket.nonce.is_not(None)
-        )
-    ).all()
-    return {ticket_id: nonce for ticket_id, nonce in rows if nonce is not None}
+#: Built once (a cancelled attempt's re-sign runs in the result post).
+_SPENT_TICKETS = select(
+    _tickets.c.id, _tickets.c.order_id, _tickets.c.card_id, _tickets.c.code, _tickets.c.nonce
+).where(_tickets.c.id.in_(bindparam("ticket_ids", expanding=True)), _tickets.c.state.in_(CLAIMABLE_STATES))
+_RESIGN_SPENT = (
+    update(_tickets)
+    .where(
+        _tickets.c.id == bindparam("ticket_id"),
+        _tickets.c.nonce == bindparam("nonce"),
+        _tickets.c.state.in_(CLAIMABLE_STATES),
+    )
+    .values(
+        card_ext=bindparam("card_ext"),
+        nonce=bindparam("new_nonce"),
+        timestamp=bindparam("timestamp"),
+        ticket_version=bindparam("version"),
+        signed_at=bindparam("now", type_=_tickets.c.signed_at.type),
+        updated_at=bindparam("now", type_=_tickets.c.updated_at.type),
+    )
+)

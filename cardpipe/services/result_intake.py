@@ -7,6 +7,12 @@ committed row is its work item: no message). After the commit the intent is sent
 records are dropped right away when Redis answers (the intent covers it otherwise), and a
 signature failure is reported (best effort).
 
+It runs on a Core ``Connection`` (no ORM ``Session``: nothing here loads an entity). A result that
+spent nothing (``claim_results.spends_nothing``: every item added) writes one row in one statement,
+the inbox insert, so it runs in autocommit: two round trips, no BEGIN or COMMIT. Nothing is lost by
+that: the ownership read before the insert takes no lock inside a transaction either, and an
+unknown order still raises before anything is stored.
+
 The entry point passes the ports in: the invalidating actor's name, the sender of intents, Redis,
 and the forced card-ticket refresh.
 """
@@ -21,7 +27,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from cardpipe.credentials import StoredCredential
-from cardpipe.db import session_scope
+from cardpipe.db import get_engine
 from cardpipe.services import claim_cache, claim_results, outbox
 from cardpipe.services.claim_ownership import OrderRef
 from cardpipe.services.claim_results import Accepted, AddCardResult
@@ -47,17 +53,29 @@ def receive(refs: Sequence[OrderRef], result: AddCardResult, ports: ResultPorts,
     to official account ``oa_appid``) and queue what follows.
     Raises ``claim_ownership.UnknownOrders`` (storing nothing) if the caller lacks any of the orders, and
     WeChat's errors if the card ticket a re-sign needs cannot be had."""
-    intents: list[Intent] = []
-    cache_keys = [ref.cache_key for ref in refs]
-    with session_scope() as db:
-        accepted = claim_results.accept(db, refs, result, card_ticket=ports.card_ticket)
-        if accepted.resigned_orders:  # their poll records are these refs' records
-            intents.append(outbox.add(db, ports.invalidate_actor, cache_keys))
-    if accepted.resigned_orders:
-        claim_cache.invalidate_quietly(ports.redis(), cache_keys)
-    ports.send(intents)
+    if claim_results.spends_nothing(result):
+        with get_engine().connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            accepted = claim_results.accept(connection, refs, result, card_ticket=ports.card_ticket)
+    else:
+        accepted = _accept_spending(refs, result, ports)
     if accepted.inbox_id is not None and is_signature_failure(result.errMsg):
         _report_signature_failure(ports, oa_appid)
+    return accepted
+
+
+def _accept_spending(refs: Sequence[OrderRef], result: AddCardResult, ports: ResultPorts) -> Accepted:
+    """A result that may have spent tickets: accepted, re-signed and the intent added in one
+    transaction; then the intent sent and the poll records dropped."""
+    intents: list[Intent] = []
+    cache_keys = [ref.cache_key for ref in refs]
+    with get_engine().begin() as connection:
+        accepted = claim_results.accept(connection, refs, result, card_ticket=ports.card_ticket)
+        if accepted.resigned_orders:  # their poll records are these refs' records
+            intents.append(outbox.add(connection, ports.invalidate_actor, cache_keys))
+    if accepted.resigned_orders:
+        claim_cache.invalidate_quietly(ports.redis(), cache_keys)
+        ports.send(intents)
     return accepted
 
 

@@ -211,3 +211,39 @@ def test_errcode_zero_or_absent_is_success(receiver: PushReceiver) -> None:
     receiver.reply = lambda request: '{"errcode": 40001, "errmsg": "invalid credential"}'
     with pytest.raises(TokenInvalidError):
         http.post("/card/get", {})
+
+
+def _proxy_environment(monkeypatch: pytest.MonkeyPatch, proxy: str, no_proxy: str = "") -> None:
+    """An HTTP egress proxy and nothing else (an empty variable is ignored)."""
+    for name, value in (("http_proxy", proxy), ("all_proxy", ""), ("no_proxy", no_proxy)):
+        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name.upper(), value)
+
+
+def test_an_egress_proxy_set_in_the_environment_carries_every_call(
+    receiver: PushReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an egress proxy in the environment when the client is built
+    _proxy_environment(monkeypatch, receiver.url.rsplit("/", 2)[0])
+    receiver.reply = lambda request: '{"errcode": 0, "errmsg": "ok"}'
+    http = WeChatHttp("http://api.weixin.invalid", timeout_s=1.0)
+
+    # When it calls WeChat (the environment was read once, at build)
+    monkeypatch.delenv("http_proxy")
+    monkeypatch.delenv("HTTP_PROXY")
+    answers = [http.get("/cgi-bin/token", {"appid": "wx1"}), http.post("/card/get", {})]
+
+    # Then every call went through the proxy
+    assert answers == [{"errcode": 0, "errmsg": "ok"}] * 2
+    assert [(r.method, r.path) for r in receiver.received] == [("GET", "/cgi-bin/token"), ("POST", "/card/get")]
+
+
+def test_no_proxy_naming_the_host_bypasses_the_proxy(
+    receiver: PushReceiver, closed_port_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _proxy_environment(monkeypatch, closed_port_url.rsplit("/", 1)[0], no_proxy="127.0.0.1")
+    receiver.reply = lambda request: '{"errcode": 0}'
+    http = WeChatHttp(receiver.url.rsplit("/", 2)[0], timeout_s=1.0)
+
+    assert http.get("/cgi-bin/token") == {"errcode": 0}
+    assert len(receiver.received) == 1
