@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 
 def _content_length(head: bytes) -> int:
@@ -49,8 +49,8 @@ class _Connection(asyncio.Protocol):
         self.finished: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # a TCP connection's
-        self._transport = transport
+        # A TCP connection's transport (uvloop's is not a subclass of asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
         self._first_due = time.perf_counter() + self._offset_s
         self._send()
 

@@ -12,7 +12,8 @@ from cardpipe.routes.scan_fast_path import SCAN_THREADS
 from workers.broker import QUEUES
 
 CONSUMER_RESTART_DELAY_MS = 500
-DEFAULT_API_THREADS = 32
+DEFAULT_API_THREADS = 16
+API_POOL_OVERFLOW = 8
 
 
 def api(
@@ -26,9 +27,12 @@ def api(
     """Serve the HTTP API with uvicorn."""
     # Each api process runs its blocking calls (plain routes, the fast paths' database work) on
     # ``threads`` threads, plus the gate scans' own; its connection pool keeps one per thread, so
-    # a launch's peak reuses connections instead of opening and closing one per request.
+    # a launch's peak reuses connections instead of opening and closing one per request. Few
+    # calls open a second connection inside a transaction (a credential refresh): a small
+    # overflow keeps the process's budget near what it was with a pool of 10 and 20 more.
     os.environ["CARDPIPE_API_THREADS"] = str(threads)
     os.environ["CARDPIPE_PROCESS_THREADS"] = str(threads + SCAN_THREADS)
+    os.environ.setdefault("CARDPIPE_DB_MAX_OVERFLOW", str(API_POOL_OVERFLOW))
     uvicorn.run(
         "api:app", host=host, port=port, workers=workers, log_level="warning", access_log=False, server_header=False
     )
