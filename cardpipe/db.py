@@ -8,18 +8,20 @@ transaction-mode pooler (``db_transaction_pooler``: no server-side prepared stat
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import CursorResult, Engine, Label, Result, bindparam, create_engine, event, func
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeEngine
 
 from cardpipe.settings import Settings, get_settings
 
@@ -155,3 +157,10 @@ def rowcount(result: Result[*tuple[Any, ...]]) -> int:
     if not isinstance(result, CursorResult):
         raise TypeError(f"a DML statement's result is a CursorResult, not {type(result).__name__}")
     return result.rowcount
+
+
+def unnested(columns: Mapping[str, type[TypeEngine[Any]] | TypeEngine[Any]]) -> list[Label[Any]]:
+    """PostgreSQL's ``unnest`` of one array parameter per column, each labelled with its name: a
+    batch's rows sent as one array per column, so the statement's text (and psycopg's cached
+    parse of it) is the same whatever the batch's size. Select them to read the rows."""
+    return [func.unnest(bindparam(name, type_=postgresql.ARRAY(kind))).label(name) for name, kind in columns.items()]

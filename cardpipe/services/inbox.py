@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
-from cardpipe.db import session_scope
+from cardpipe.db import session_scope, unnested
 from models import InboxItem, InboxSource, OutboxMessage
 from models.base import UTCDateTime
 
@@ -171,9 +171,7 @@ def _mark_processed(given: Callable[[str], Any]) -> Update:
 _MARK_TYPES = {"b_id": BigInteger, "b_note": Text}
 #: One row (executed for every row of a batch).
 _MARK_ONE = _mark_processed(lambda name: bindparam(name, type_=_MARK_TYPES[name]))
-_MARKED = select(
-    *(func.unnest(bindparam(name, type_=postgresql.ARRAY(kind))).label(name) for name, kind in _MARK_TYPES.items())
-).subquery("marked")
+_MARKED = select(*unnested(_MARK_TYPES)).subquery("marked")
 #: Every row of a batch at once, from an array of ids and one of notes (PostgreSQL).
 _MARK_ALL = _mark_processed(lambda name: _MARKED.c[name])
 

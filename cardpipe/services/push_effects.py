@@ -51,6 +51,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cardpipe import clock
+from cardpipe.db import unnested
 from cardpipe.services import card_audit, claim_ownership, claims, inbox, tenancy
 from cardpipe.services.claims import ClaimOutcome, Signal
 from cardpipe.services.wechat_consumes import record_wechat_consume
@@ -299,9 +300,7 @@ def _confirm_by_wechat(given: Callable[[str], Any]) -> Update:
 
 #: One ticket (executed for every ticket of a batch).
 _CONFIRM_BY_WECHAT = _confirm_by_wechat(lambda name: bindparam(name, type_=_PER_TICKET[name]))
-_CONFIRMED = select(
-    *(func.unnest(bindparam(name, type_=postgresql.ARRAY(kind))).label(name) for name, kind in _PER_TICKET.items())
-).subquery("confirmed")
+_CONFIRMED = select(*unnested(_PER_TICKET)).subquery("confirmed")
 #: Every ticket of a batch at once, from one array per column (PostgreSQL).
 _CONFIRM_ALL_BY_WECHAT = _confirm_by_wechat(lambda name: _CONFIRMED.c[name])
 

@@ -14,23 +14,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Connection, Integer, String, Text, bindparam, func, select, update
+from sqlalchemy import BigInteger, Boolean, Connection, Integer, String, Text, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cardpipe.db import unnested
 from cardpipe.services.checkin.admission import upsert_statement
 from models import ConsumeSync, Presence, Redemption, Ticket, TicketState
 from models.base import UTCDateTime
 
 _tickets = Ticket.__table__
 #: The consumed tickets of a batch: ``claimed → redeemed`` at the time their gate let them in.
-_REDEEMED_AT = select(
-    func.unnest(bindparam("ids", type_=postgresql.ARRAY(BigInteger))).label("id"),
-    func.unnest(bindparam("ats", type_=postgresql.ARRAY(UTCDateTime))).label("at"),
-).subquery("redeemed_at")
+_REDEEMED_AT = select(*unnested({"ids": BigInteger, "ats": UTCDateTime})).subquery("redeemed_at")
 _REDEEM_ALL = (
     update(_tickets)
-    .where(_tickets.c.id == _REDEEMED_AT.c.id, _tickets.c.state == TicketState.CLAIMED)
-    .values(state=TicketState.REDEEMED, redeemed_at=_REDEEMED_AT.c.at, updated_at=bindparam("now", type_=UTCDateTime))
+    .where(_tickets.c.id == _REDEEMED_AT.c.ids, _tickets.c.state == TicketState.CLAIMED)
+    .values(state=TicketState.REDEEMED, redeemed_at=_REDEEMED_AT.c.ats, updated_at=bindparam("now", type_=UTCDateTime))
 )
 
 _redemptions = Redemption.__table__
@@ -61,7 +59,7 @@ _INSERT_ALL = (
     .from_select(
         [*_PER_SCAN, *_PER_BATCH],
         select(
-            *[func.unnest(bindparam(name, type_=postgresql.ARRAY(kind))) for name, kind in _PER_SCAN.items()],
+            *unnested(_PER_SCAN),
             *[bindparam(name, type_=_redemptions.c[name].type) for name in _PER_BATCH],
         ),
     )
@@ -82,7 +80,7 @@ _PER_TICKET = {
 _NEW_PRESENCES = postgresql.insert(_presences).from_select(
     [*_PER_TICKET, "list_id", "event_id", "updated_at"],
     select(
-        *[func.unnest(bindparam(name, type_=postgresql.ARRAY(kind))) for name, kind in _PER_TICKET.items()],
+        *unnested(_PER_TICKET),
         bindparam("list_id", type_=BigInteger),
         bindparam("event_id", type_=BigInteger),
         bindparam("updated_at", type_=UTCDateTime),
