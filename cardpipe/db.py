@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CursorResult, Engine, Label, Result, bindparam, create_engine, event, func
+from sqlalchemy import Connection, CursorResult, Engine, Label, Result, bindparam, create_engine, event, func
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
@@ -141,6 +141,14 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection of ``engine`` on which every statement commits by itself: for a write that
+    is one statement, with no BEGIN and COMMIT round trips around it."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection
 
 
 def reset() -> None:

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, Executable, bindparam, exists, litera
 from sqlalchemy.dialects import postgresql
 
 from cardpipe import clock
+from cardpipe.db import autocommit
 from cardpipe.services import inbox, push_guard
 from models import InboxItem, InboxSource, PushNonce
 
@@ -46,7 +47,7 @@ def writing(engine: Engine) -> Iterator[Connection]:
     """The connection :func:`store` writes on: autocommit on PostgreSQL (the push is one
     statement), a transaction elsewhere."""
     if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        with autocommit(engine) as connection:
             yield connection
     else:
         with engine.begin() as connection:

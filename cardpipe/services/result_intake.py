@@ -27,7 +27,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from cardpipe.credentials import StoredCredential
-from cardpipe.db import get_engine
+from cardpipe.db import autocommit, get_engine
 from cardpipe.services import claim_cache, claim_results, outbox
 from cardpipe.services.claim_ownership import OrderRef
 from cardpipe.services.claim_results import Accepted, AddCardResult
@@ -54,8 +54,7 @@ def receive(refs: Sequence[OrderRef], result: AddCardResult, ports: ResultPorts,
     Raises ``claim_ownership.UnknownOrders`` (storing nothing) if the caller lacks any of the orders, and
     WeChat's errors if the card ticket a re-sign needs cannot be had."""
     if claim_results.spends_nothing(result):
-        with get_engine().connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
+        with autocommit(get_engine()) as connection:
             accepted = claim_results.accept(connection, refs, result, card_ticket=ports.card_ticket)
     else:
         accepted = _accept_spending(refs, result, ports)
