@@ -15,6 +15,7 @@ import workers.resign  # noqa: F401  (a rotation met by a request queues the re-
 from cardpipe.routes import (
     account_status,
     accounts,
+    blocking,
     checkin,
     docs,
     events,
@@ -40,9 +41,9 @@ from cardpipe.settings import get_settings
 
 @asynccontextmanager
 async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The blocking calls' thread count (``api_threads``), which the connection pool follows."""
-    if (threads := get_settings().api_threads) is not None:
-        to_thread.current_default_thread_limiter().total_tokens = threads
+    """The plain routes' thread count: the fast paths' (``blocking.api_threads``), which the
+    connection pool follows."""
+    to_thread.current_default_thread_limiter().total_tokens = blocking.api_threads()
     yield
 
 

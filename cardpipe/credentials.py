@@ -174,8 +174,9 @@ class CredentialStore:
     def access_token(self, appid: str) -> str:
         return self._read(appid, CredentialKind.ACCESS_TOKEN).value
 
-    def card_ticket(self, appid: str) -> StoredCredential:
-        return self._read(appid, CredentialKind.CARD_TICKET)
+    def card_ticket(self, appid: str, *, cached: bytes | None = None) -> StoredCredential:
+        """``cached``: the ticket's cache entry, if the caller just read it with other keys."""
+        return self._read(appid, CredentialKind.CARD_TICKET, cached)
 
     def cached_card_ticket(self, appid: str) -> StoredCredential | None:
         """The cached ticket without any fallback: for the hot serve path's version check."""
@@ -193,8 +194,9 @@ class CredentialStore:
     def card_api(self, appid: str) -> CardApi:
         return GuardedCardApi(self._http, self.token_source(appid), self._guard, appid)
 
-    def _read(self, appid: str, kind: str) -> StoredCredential:
-        raw = self._redis.get(_cache_key(appid, kind))
+    def _read(self, appid: str, kind: str, raw: bytes | str | None = None) -> StoredCredential:
+        if raw is None:
+            raw = self._redis.get(_cache_key(appid, kind))
         cached = StoredCredential.from_cache(raw) if raw else None
         if cached is not None:
             remaining = cached.remaining(self._clock())

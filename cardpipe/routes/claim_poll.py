@@ -75,6 +75,11 @@ async def current_claims(session: MpSession, order_nos: list[str]) -> dict[str, 
     return await claim_answers.current_claims(session, order_nos, issue_actor=issue_orders.actor_name, send=flush)
 
 
+def current_claims_blocking(session: MpSession, order_nos: list[str]) -> dict[str, CachedClaim]:
+    """:func:`current_claims` in a worker thread (:func:`claim_answers.current_claims_blocking`)."""
+    return claim_answers.current_claims_blocking(session, order_nos, issue_actor=issue_orders.actor_name, send=flush)
+
+
 def _not_modified(if_none_match: str, etag: str) -> bool:
     return if_none_match.strip() == "*" or etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
 

@@ -19,7 +19,13 @@ from pydantic import BaseModel, Field
 
 from cardpipe.db import session_scope
 from cardpipe.routes.auth import authenticates
-from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, RETRY_AFTER_S, current_claims, poll_answer, request_issue
+from cardpipe.routes.claim_poll import (
+    ORDER_NO_PATTERN,
+    RETRY_AFTER_S,
+    current_claims_blocking,
+    poll_answer,
+    request_issue,
+)
 from cardpipe.routes.schemas import ErrorResponse, InboundModel
 from cardpipe.runtime import redis_client
 from cardpipe.services import (
@@ -337,14 +343,14 @@ def cards_of_order(order_no: OrderNo, session: CurrentSession) -> CardsInPackage
     response_model=BatchClaim,
     responses={401: _401, 404: _404, 413: _413, 503: _503},
 )
-async def claim_orders(body: BatchClaimIn, session: CurrentSession) -> BatchClaim:
+def claim_orders(body: BatchClaimIn, session: CurrentSession) -> BatchClaim:
     """Claim several of the caller's orders with one `wx.addCard`: the answer's `cardList` holds
     the cards of every order that is ready. Idempotent, like polling; call it again after
     `retry_after_ms` while some order is `pending`. Then post the result to `/v1/claims/result`
     with the same `order_nos`."""
     order_nos = list(dict.fromkeys(body.order_nos))
     try:
-        answers = await current_claims(session, order_nos)
+        answers = current_claims_blocking(session, order_nos)
     except claim_ownership.UnknownOrders as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except WeChatError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import replace
 
 from anyio import to_thread
 from redis.exceptions import RedisError
@@ -49,23 +50,30 @@ def _first_issue_request(order_id: int) -> bool:
         return True
 
 
-def card_ticket(appid: str) -> StoredCredential:
+def card_ticket(appid: str, *, cached: bytes | None = None) -> StoredCredential:
     """The account's card ticket, from the database while Redis is away (see
     :func:`claim_payload.card_ticket_even_without_redis`)."""
-    return claim_payload.card_ticket_even_without_redis(credential_store(), appid)
+    return claim_payload.card_ticket_even_without_redis(credential_store(), appid, cached=cached)
 
 
-def rebuild(refs: list[OrderRef], *, issue_actor: str, send: SendIntents) -> dict[str, CachedClaim]:
+def rebuild(
+    refs: list[OrderRef], *, issue_actor: str, send: SendIntents, read: claim_cache.Reading | None = None
+) -> dict[str, CachedClaim]:
     """Build one caller's claims from the database and cache them (order number → claim). Raises
     ``claim_ownership.UnknownOrders``, building nothing, if the caller lacks any of the orders. With
-    Redis away the claims are built and served, not cached."""
+    Redis away the claims are built and served, not cached. ``read``: what
+    :func:`claim_cache.read_for_rebuild` just read, the refs' generations in the refs' order."""
     redis = redis_client()
-    try:
-        seen: list[bytes] | None = claim_cache.generations(redis, [ref.cache_key for ref in refs])
-    except RedisError:
-        seen = None
+    seen: list[bytes] | None = None if read is None else read.generations
+    if read is None:
+        with suppress(RedisError):
+            seen = claim_cache.generations(redis, [ref.cache_key for ref in refs])
+
+    def ticket_of(appid: str) -> StoredCredential:
+        return card_ticket(appid, cached=read.card_ticket if read is not None and appid == read.oa_appid else None)
+
     with get_engine().begin() as connection:
-        built = claim_payload.build_claims(connection, refs, card_ticket=card_ticket)
+        built = claim_payload.build_claims(connection, refs, card_ticket=ticket_of)
     to_issue = [order for answer in built.values() for order in answer.to_issue]
     if seen is not None:
         records = [
@@ -85,7 +93,7 @@ async def current_claims(
     """The claims of the caller's orders: cached records where they may be served, the rest
     rebuilt (re-signed if stale) in a worker thread. Raises ``claim_ownership.UnknownOrders`` if
     the caller lacks one, ``WeChatError`` if a re-sign needed a card ticket WeChat would not give."""
-    refs = [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]
+    refs = _refs(session, order_nos)
     try:
         cached = await claim_cache.read_many(async_redis_client(), [ref.cache_key for ref in refs], session.oa_appid)
     except RedisError:
@@ -95,3 +103,29 @@ async def current_claims(
     if missing:
         answers.update(await to_thread.run_sync(lambda: rebuild(missing, issue_actor=issue_actor, send=send)))
     return answers
+
+
+def current_claims_blocking(
+    session: MpSession, order_nos: list[str], *, issue_actor: str, send: SendIntents
+) -> dict[str, CachedClaim]:
+    """:func:`current_claims` in one worker thread, for a call that expects to rebuild (a launch's
+    first claim): the cached records, their generations and the card ticket in one round trip."""
+    refs = _refs(session, order_nos)
+    try:
+        read: claim_cache.Reading | None = claim_cache.read_for_rebuild(
+            redis_client(), [ref.cache_key for ref in refs], session.oa_appid
+        )
+    except RedisError:
+        read = None  # Redis away: answer from the database
+    if read is None:
+        return rebuild(refs, issue_actor=issue_actor, send=send)
+    answers = {ref.order_no: claim for ref, claim in zip(refs, read.claims, strict=True) if claim is not None}
+    missing = [(ref, seen) for ref, seen in zip(refs, read.generations, strict=True) if ref.order_no not in answers]
+    if missing:
+        still = replace(read, generations=[seen for _, seen in missing])
+        answers.update(rebuild([ref for ref, _ in missing], issue_actor=issue_actor, send=send, read=still))
+    return answers
+
+
+def _refs(session: MpSession, order_nos: list[str]) -> list[OrderRef]:
+    return [OrderRef(session.mp_appid, session.openid, order_no) for order_no in order_nos]

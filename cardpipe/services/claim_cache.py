@@ -95,11 +95,41 @@ def _ticket_version(raw: bytes | None) -> int | None:
 async def read_many(redis: AsyncRedis, keys: list[str], oa_appid: str) -> list[CachedClaim | None]:
     """The records of ``keys`` that may be served as they are, in one round trip: a missing
     record, a stale one, or one built for another OA than the caller's is None (to rebuild)."""
-    *raws, ticket = [
-        None if raw is None else as_bytes(raw) for raw in await redis.mget(*keys, card_ticket_cache_key(oa_appid))
-    ]
-    current = _ticket_version(ticket)
-    claims = [None if raw is None else CachedClaim.decode(raw) for raw in raws]
+    *raws, ticket = await redis.mget(*keys, card_ticket_cache_key(oa_appid))
+    return _servable(raws, ticket, oa_appid)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What :func:`read_for_rebuild` read in one round trip."""
+
+    oa_appid: str
+    #: The records that may be served as they are (None: to rebuild), in the keys' order.
+    claims: list[CachedClaim | None]
+    #: Each key's generation, read before the database (for :func:`store_if_current`).
+    generations: list[bytes]
+    #: The OA's cached card ticket as stored (``StoredCredential.from_cache``), None if absent.
+    card_ticket: bytes | None
+
+
+def read_for_rebuild(redis: Redis, keys: list[str], oa_appid: str) -> Reading:
+    """:func:`read_many` from a worker thread, with what a rebuild of the rest needs first — the
+    keys' generations and the card ticket — in the same round trip."""
+    raws = redis.mget([*keys, card_ticket_cache_key(oa_appid), *(_generation_key(key) for key in keys)])
+    records, ticket, seen = raws[: len(keys)], raws[len(keys)], raws[len(keys) + 1 :]
+    return Reading(
+        oa_appid,
+        _servable(records, ticket, oa_appid),
+        [as_bytes(raw) if raw else b"0" for raw in seen],
+        None if ticket is None else as_bytes(ticket),
+    )
+
+
+def _servable(
+    raws: Sequence[bytes | str | None], ticket: bytes | str | None, oa_appid: str
+) -> list[CachedClaim | None]:
+    current = _ticket_version(None if ticket is None else as_bytes(ticket))
+    claims = [None if raw is None else CachedClaim.decode(as_bytes(raw)) for raw in raws]
     return [
         None if claim is None or claim.oa_appid != oa_appid or claim.is_stale(current) else claim for claim in claims
     ]

@@ -169,11 +169,14 @@ def cards_in_package(session: Session, ref: OrderRef) -> list[tuple[str, str]] |
     return [(card_id, code) for card_id, code in rows if code]
 
 
-def card_ticket_even_without_redis(store: CredentialStore, appid: str) -> StoredCredential:
-    """The account's card ticket; with Redis away, the one the database holds while it is still
-    valid (signing a claim needs no Redis, only a refresh does)."""
+def card_ticket_even_without_redis(
+    store: CredentialStore, appid: str, *, cached: bytes | None = None
+) -> StoredCredential:
+    """The account's card ticket (``cached``: its cache entry, if just read); with Redis away, the
+    one the database holds while it is still valid (signing a claim needs no Redis, only a
+    refresh does)."""
     try:
-        return store.card_ticket(appid)
+        return store.card_ticket(appid, cached=cached)
     except RedisError:
         stored = store.stored(appid, CredentialKind.CARD_TICKET)
         if stored is None or stored.remaining(clock.now().timestamp()) <= 0:
