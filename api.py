@@ -55,6 +55,9 @@ def create_app() -> FastAPI:
         description="Pre-issues WeChat card tickets to Mini Program users at event scale.",
         docs_url=None,
         redoc_url=None,
+        # cardpipe exports its own metrics (/metrics) and logs; FastAPI's OpenTelemetry hooks
+        # would otherwise look the global providers up on every request, fast paths included.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
     app.include_router(docs.router)

@@ -15,12 +15,24 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Engine, Label, Result, bindparam, create_engine, event, func
+import psycopg
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Label,
+    Result,
+    bindparam,
+    create_engine,
+    event,
+    func,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
 
 from cardpipe.settings import Settings, get_settings
@@ -149,6 +161,55 @@ def autocommit(engine: Engine) -> Iterator[Connection]:
     is one statement, with no BEGIN and COMMIT round trips around it."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         yield connection
+
+
+_PSYCOPG = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def driver_autocommit(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection's own psycopg connection, in autocommit mode, for the one-statement
+    writes of the hottest paths (every push): SQLAlchemy's Connection, its isolation-level switch
+    and its execution context cost twice the CPU of the statement's own round trip (146 against
+    60 µs measured). Statements are SQL text with ``%(name)s`` parameters (:func:`driver_sql`).
+    The driver's errors are raised as SQLAlchemy's (``DBAPIError`` and its kinds), as from a
+    Connection; a connection that broke is dropped, and the pool with it (as a Connection drops
+    every pooled connection on a disconnect: the others are likely dead too)."""
+    try:
+        pooled = engine.raw_connection()
+    except psycopg.Error as exc:  # refused: the database is away
+        raise _as_sqlalchemys(exc, engine, invalidated=True) from exc
+    driver = pooled.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        pooled.close()
+        raise TypeError(f"driver_autocommit needs psycopg on PostgreSQL, not {engine.dialect.name}")
+    try:
+        driver.autocommit = True
+        try:
+            yield driver
+        finally:
+            driver.autocommit = False
+    except psycopg.Error as exc:
+        broken = driver.closed or driver.broken
+        if broken:  # as a Connection does on a disconnect: every pooled connection is suspect
+            pooled.invalidate(exc)
+            engine.dispose(close=False)
+        raise _as_sqlalchemys(exc, engine, invalidated=broken) from exc
+    finally:
+        pooled.close()
+
+
+def _as_sqlalchemys(exc: psycopg.Error, engine: Engine, *, invalidated: bool) -> StatementError:
+    return DBAPIError.instance(
+        None, None, exc, psycopg.Error, connection_invalidated=invalidated, dialect=engine.dialect
+    )
+
+
+def driver_sql(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
+    """``statement`` compiled for psycopg on PostgreSQL (compile it once): its SQL with
+    ``%(name)s`` parameters and the values of the parameters it set itself (literals)."""
+    compiled = statement.compile(dialect=_PSYCOPG)
+    return str(compiled), {name: value for name, value in compiled.params.items() if value is not None}
 
 
 def reset() -> None:

@@ -80,6 +80,13 @@ def seal(purpose: str, plain: str) -> str:
 
 
 def unseal(purpose: str, token: str) -> str:
+    """What :func:`seal` sealed. A token seen lately is not decrypted again (the same card ticket
+    is read from Redis on every claim until it rotates); keys that change miss that memory."""
+    return _unsealed(purpose, token, _keys())
+
+
+@lru_cache(maxsize=256)
+def _unsealed(purpose: str, token: str, keys: tuple[bytes, ...]) -> str:
     try:
         return _purpose_box(purpose).decrypt(token.encode("ascii")).decode("utf-8")
     except InvalidToken as exc:
@@ -103,3 +110,4 @@ def reset_cache() -> None:
     _box.cache_clear()
     derived_keys.cache_clear()
     _purpose_box.cache_clear()
+    _unsealed.cache_clear()

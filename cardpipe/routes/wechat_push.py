@@ -31,7 +31,7 @@ from cardpipe.routes.asgi_body import read_body, replaying
 from cardpipe.routes.blocking import CALLS
 from cardpipe.routes.outages import ride_out_database_restart
 from cardpipe.runtime import redis_client
-from cardpipe.services import push_writes, pushes
+from cardpipe.services import pushes
 from cardpipe.services.pushes import NotAnEvent, PushAccount, PushQuery
 from cardpipe.services.readiness import signals
 from cardpipe.settings import get_settings
@@ -123,8 +123,7 @@ def receive_push(
     # The replay guard's pair and the inbox row commit together; the workers' push drain takes
     # the row from there.
     def store() -> int | None:
-        with push_writes.writing(get_engine()) as connection:
-            return pushes.store(connection, account, query, body, event, xml)
+        return pushes.store(get_engine(), account, query, body, event, xml)
 
     try:
         ride_out_database_restart(store)
@@ -171,8 +170,7 @@ def _store_if_plain(oa_appid: str, query_string: bytes, body: bytes) -> bool:
     try:
         account = pushes.push_account(oa_appid)
         event, xml = pushes.open_push(account, query, body, now=time.time(), max_age_s=get_settings().push_max_age_s)
-        with push_writes.writing(get_engine()) as connection:
-            pushes.store(connection, account, query, body, event, xml)
+        pushes.store(get_engine(), account, query, body, event, xml)
     except Exception:  # the route makes the same checks and answers what failed
         return False
     return True

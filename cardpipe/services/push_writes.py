@@ -1,8 +1,9 @@
 """How a push is written: its (timestamp, nonce) pair for the replay guard and its inbox row.
 
 On PostgreSQL both are one statement (data-modifying CTEs: one snapshot, one round trip, and on
-the autocommit connection :func:`writing` gives, its own transaction, commit included), with the
-guard's and the inbox's rules (``push_guard``, ``inbox``):
+an autocommit connection its own transaction, commit included; sent through the driver, as every
+push pays for it: ``db.driver_autocommit``), with the guard's and the inbox's rules
+(``push_guard``, ``inbox``):
 
 - the pair is inserted with its body's digest, ``ON CONFLICT DO NOTHING``;
 - the inbox row is inserted, ``ON CONFLICT (dedupe_key) DO NOTHING``, only if the pair is new or
@@ -17,22 +18,19 @@ show its digest. Then the pair and the row are written statement by statement
 autocommit connection these commit one by one, and a crash between them leaves a recorded pair
 without a row, which WeChat's retry of the same push (same pair, same body) then stores.
 
-Elsewhere (SQLite: the embedded demo) the writes are statement by statement, in the transaction
-:func:`writing` begins.
+Elsewhere (SQLite: the embedded demo) the writes are statement by statement, in one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, bindparam, exists, literal, or_, select
+from sqlalchemy import Connection, Engine, bindparam, exists, literal, or_, select
 from sqlalchemy.dialects import postgresql
 
 from cardpipe import clock
-from cardpipe.db import autocommit
+from cardpipe.db import autocommit, driver_autocommit, driver_sql
 from cardpipe.services import inbox, push_guard
 from models import InboxItem, InboxSource, PushNonce
 
@@ -42,25 +40,14 @@ _PAIR = ("official_account_id", "timestamp", "nonce")
 _ROW = ("source", "kind", "dedupe_key", "payload", "official_account_id", "received_at")
 
 
-@contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """The connection :func:`store` writes on: autocommit on PostgreSQL (the push is one
-    statement), a transaction elsewhere."""
-    if engine.dialect.name == "postgresql":
-        with autocommit(engine) as connection:
-            yield connection
-    else:
-        with engine.begin() as connection:
-            yield connection
-
-
 def _bind(table: Any, name: str) -> Any:
     return bindparam(name, type_=table.c[name].type)
 
 
 @cache
-def _statement() -> Executable:
-    """The pair, the row if the pair allows it, and what happened: built once (every push runs it)."""
+def _statement() -> tuple[str, dict[str, Any]]:
+    """The pair, the row if the pair allows it, and what happened, compiled once (every push runs
+    it): SQL text and the values of its literals."""
     recorded = (
         postgresql.insert(_nonces)
         .values({name: _bind(_nonces, name) for name in (*_PAIR, "body_sha256", "received_at")})
@@ -83,15 +70,16 @@ def _statement() -> Executable:
         .returning(_inbox.c.id)
         .cte("stored")
     )
-    return select(
+    statement = select(
         exists(select(recorded.c.body_sha256)).label("recorded"),
         select(seen.c.body_sha256).scalar_subquery().label("seen"),
         select(stored.c.id).scalar_subquery().label("inbox_id"),
     )
+    return driver_sql(statement)
 
 
 def store(
-    connection: Connection,
+    engine: Engine,
     *,
     official_account_id: int,
     timestamp: int,
@@ -104,33 +92,32 @@ def store(
     """Record the push's pair and store its inbox row: the new row's id, or None for a push
     already stored. Raises ``push_guard.ReplayedPush`` (writing nothing) if the pair came before
     with another body."""
-    if connection.dialect.name == "postgresql":
-        digest = push_guard.body_digest(body)
-        row = connection.execute(
-            _statement(),
-            {
-                "official_account_id": official_account_id,
-                "timestamp": timestamp,
-                "nonce": nonce,
-                "body_sha256": digest,
-                "source": InboxSource.WECHAT,
-                "kind": kind,
-                "dedupe_key": dedupe_key,
-                "payload": payload,
-                "received_at": clock.now(),
-            },
-        ).one()
-        if row.recorded or row.seen == digest:
-            return int(row.inbox_id) if row.inbox_id is not None else None
-        push_guard.refuse_another_body(row.seen, digest)
-    push_guard.check_not_replayed(
-        connection, official_account_id=official_account_id, timestamp=timestamp, nonce=nonce, body=body
-    )
-    return inbox.store(
-        connection,
-        source=InboxSource.WECHAT,
-        kind=kind,
-        dedupe_key=dedupe_key,
-        payload=payload,
-        official_account_id=official_account_id,
-    )
+    pair = {"official_account_id": official_account_id, "timestamp": timestamp, "nonce": nonce}
+    row = {"kind": kind, "dedupe_key": dedupe_key, "payload": payload, "official_account_id": official_account_id}
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as connection:
+            return _statement_by_statement(connection, pair, row, body)
+    digest = push_guard.body_digest(body)
+    sql, literals = _statement()
+    parameters = {
+        **literals,
+        **pair,
+        **row,
+        "body_sha256": digest,
+        "source": InboxSource.WECHAT.value,
+        "received_at": clock.now(),
+    }
+    with driver_autocommit(engine) as driver:
+        recorded, seen, inbox_id = driver.execute(sql, parameters).fetchone() or (False, None, None)
+    if recorded or seen == digest:
+        return int(inbox_id) if inbox_id is not None else None
+    push_guard.refuse_another_body(seen, digest)
+    with autocommit(engine) as connection:
+        return _statement_by_statement(connection, pair, row, body)
+
+
+def _statement_by_statement(
+    connection: Connection, pair: dict[str, Any], row: dict[str, Any], body: bytes
+) -> int | None:
+    push_guard.check_not_replayed(connection, **pair, body=body)
+    return inbox.store(connection, source=InboxSource.WECHAT, **row)

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Engine, select
 
 from cardpipe.db import session_scope
 from cardpipe.services import push_guard, push_writes
@@ -130,13 +130,13 @@ def event_name(event: CardEvent) -> str:
 
 
 def store(
-    executor: Connection, account: PushAccount, query: PushQuery, body: bytes, event: CardEvent, xml: str
+    engine: Engine, account: PushAccount, query: PushQuery, body: bytes, event: CardEvent, xml: str
 ) -> int | None:
     """The new inbox row's id, or None for a redelivered push. Raises ``push_guard.ReplayedPush``
-    (storing nothing) if the push's timestamp and nonce came before with another body. On the
-    connection ``push_writes.writing`` gives, one round trip on PostgreSQL."""
+    (storing nothing) if the push's timestamp and nonce came before with another body. One round
+    trip on PostgreSQL (``push_writes.store``)."""
     return push_writes.store(
-        executor,
+        engine,
         official_account_id=account.id,
         timestamp=push_guard.parse_timestamp(query.timestamp),
         nonce=query.nonce,

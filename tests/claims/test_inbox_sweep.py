@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 from sqlalchemy import update
 
-from cardpipe.db import session_scope
+from cardpipe.db import get_engine, session_scope
 from cardpipe.services import pushes
 from models import InboxItem, TicketState
 from tests.claims.conftest import Launch, drain
@@ -35,8 +35,7 @@ def test_a_push_whose_message_was_lost_is_processed_after_the_sweep(
     account = pushes.push_account(launch.world.oa_appid)
     xml = render_event(event)
     query = pushes.PushQuery("unused", str(int(time.time())), "sweep-nonce")
-    with session_scope() as session:
-        inbox_id = pushes.store(session.connection(), account, query, xml.encode(), event, xml)
+    inbox_id = pushes.store(get_engine(), account, query, xml.encode(), event, xml)
     assert inbox_id is not None
     with session_scope() as session:  # received a while ago
         stale = datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S + 1)

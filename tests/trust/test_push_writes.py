@@ -43,17 +43,16 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engi
 
 
 def store(engine: Engine, account_id: int, *, nonce: str, body: bytes, dedupe_key: str) -> int | None:
-    with push_writes.writing(engine) as connection:
-        return push_writes.store(
-            connection,
-            official_account_id=account_id,
-            timestamp=TIMESTAMP,
-            nonce=nonce,
-            body=body,
-            kind="user_get_card",
-            dedupe_key=dedupe_key,
-            payload=body.decode(),
-        )
+    return push_writes.store(
+        engine,
+        official_account_id=account_id,
+        timestamp=TIMESTAMP,
+        nonce=nonce,
+        body=body,
+        kind="user_get_card",
+        dedupe_key=dedupe_key,
+        payload=body.decode(),
+    )
 
 
 def counts(engine: Engine) -> tuple[int, int]:
