@@ -1,16 +1,18 @@
 """Card event pushes: XML ⇄ typed events (protocol page §7.5).
 
-Parsed with defusedxml (no entity expansion, no external entities); CDATA and text are trimmed,
-because WeChat's own samples put spaces around CDATA sections.
+Parsed with lxml (libxml2: a third of defusedxml's CPU on a push, and every push is parsed twice
+in safe mode) with entity substitution, DTD loading and network access off, and any document
+type declaration refused: WeChat's messages have none. CDATA and text are trimmed, because
+WeChat's own samples put spaces around CDATA sections.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypedDict
-from xml.etree.ElementTree import Element
 
-from defusedxml.ElementTree import ParseError, fromstring
+from lxml import etree
 
 
 class EventParseError(ValueError):
@@ -145,21 +147,35 @@ _EVENT_TYPES: dict[str, type[CardEvent]] = {
 _COMMON = ("to_user", "from_user", "create_time", "card_id")
 
 
-def _fields_of(root: Element) -> dict[str, str]:
-    return {child.tag: (child.text or "").strip() for child in root}
+_parsers = threading.local()
+
+
+def _parser() -> Any:
+    """This thread's parser (an lxml parser is not to be shared between threads)."""
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = etree.XMLParser(
+            resolve_entities=False,
+            load_dtd=False,
+            no_network=True,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+    return parser
 
 
 def parse_xml(body: bytes | str) -> dict[str, str]:
     """Parse a flat WeChat XML message into {tag: trimmed text}."""
     try:
-        root = fromstring(body)
-    except (ParseError, ValueError) as exc:
+        root = etree.fromstring(body.encode("utf-8") if isinstance(body, str) else body, _parser())
+    except (etree.XMLSyntaxError, ValueError) as exc:
         raise EventParseError(f"malformed XML: {exc}") from exc
-    except Exception as exc:  # defusedxml's forbidden-construct errors
-        raise EventParseError(f"refused XML: {type(exc).__name__}") from exc
+    if root.getroottree().docinfo.doctype:
+        raise EventParseError("refused XML: a document type declaration")
     if root.tag != "xml":
         raise EventParseError("root element is not <xml>")
-    return _fields_of(root)
+    return {str(child.tag): (child.text or "").strip() for child in root}
 
 
 def event_from_fields(values: dict[str, str]) -> CardEvent:

@@ -66,6 +66,11 @@ def test_unknown_event_is_kept_not_rejected() -> None:
         "<root/>",
         "<xml><MsgType>text</MsgType></xml>",
         '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><xml>&a;</xml>',
+        '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a SYSTEM "file:///etc/passwd">]><xml><A>&a;</A></xml>',
+        '<!DOCTYPE x [<!ENTITY l "ll"><!ENTITY l2 "&l;&l;&l;&l;&l;&l;&l;&l;">]><xml><A>&l2;&l2;</A></xml>',
+        "<!DOCTYPE xml><xml><MsgType>event</MsgType></xml>",
+        "<xml><A>&undefined;</A></xml>",
+        "",
     ],
 )
 def test_malformed_or_dangerous_xml_is_refused(body: str) -> None:
