@@ -8,7 +8,7 @@ import sys
 import typer
 import uvicorn
 
-from cardpipe.routes.blocking import SCAN_THREADS
+from cardpipe.routes.scan_fast_path import SCAN_THREADS
 from workers.broker import QUEUES
 
 CONSUMER_RESTART_DELAY_MS = 500

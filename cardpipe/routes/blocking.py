@@ -1,15 +1,13 @@
-"""The fast paths' blocking calls, handed to thread pools of their own.
+"""The launch fast paths' blocking calls, handed to a thread pool of their own.
 
 anyio's ``to_thread.run_sync`` — what FastAPI runs a plain route with — costs the event loop
 about twice the CPU of ``loop.run_in_executor`` on a ``ThreadPoolExecutor`` for each hand-off (a
 capacity limiter, a cancel scope and a Python queue per call; 72 against 32 µs measured on the
-same machine), and a launch makes several per ticket. The fast paths (login, claim, result, push,
-scan) therefore hand their database work to a :class:`ThreadPool`: a fixed number of threads per
-process, so the connection pool's size still bounds what one process holds of PostgreSQL.
-
-Two pools per process: :data:`CALLS`, ``api_threads`` threads (the anyio limiter of the plain
-routes is set to the same number), and :data:`SCANS`, the gates' own ``SCAN_THREADS``, so a
-launch's calls never starve the gates and the other way round.
+same machine), and a launch makes several per ticket. The fast paths of a launch (login, claim,
+result, push) therefore hand their database work to :data:`CALLS`: ``api_threads`` threads per
+process (the anyio limiter of the plain routes is set to the same number), so the connection
+pool's size still bounds what one process holds of PostgreSQL. The gates' scans keep their own
+limit (``scan_fast_path.SCAN_THREADS``).
 """
 
 from __future__ import annotations
@@ -27,9 +25,6 @@ Ts = TypeVarTuple("Ts")
 
 #: Threads of :data:`CALLS` when ``api_threads`` is not set (``cardpipe api`` sets it).
 DEFAULT_THREADS = 16
-#: Scans redeemed at once in one api process: more would only queue inside PostgreSQL and hold
-#: more of its connections.
-SCAN_THREADS = 8
 
 
 class ThreadPool:
@@ -59,4 +54,3 @@ def api_threads() -> int:
 
 
 CALLS = ThreadPool("cardpipe-call", api_threads)
-SCANS = ThreadPool("cardpipe-scan", lambda: SCAN_THREADS)

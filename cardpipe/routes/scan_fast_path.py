@@ -10,7 +10,7 @@ transaction (plus a pooled connection's ping) to mark its consume intent sent. S
   :class:`GateTokens`, which remembers a token's gate for at most ``GATE_TOKEN_TTL_S``;
 - the body is parsed and validated by the route's own schema (``RedemptionIn``), and the scan
   redeemed and serialized by the route's own :func:`reply_to_scan`, in a worker thread (at most
-  ``blocking.SCAN_THREADS`` at once per process: more would only queue inside PostgreSQL and hold more of
+  ``SCAN_THREADS`` at once per process: more would only queue inside PostgreSQL and hold more of
   its connections);
 - the consume intents the scans committed are sent by :class:`IntentBatches`, together, every
   ``SEND_EVERY_S``: one outbox update marks a batch sent, not one transaction per scan.
@@ -32,13 +32,13 @@ import logging
 import time
 from collections.abc import Sequence
 
+from anyio import CapacityLimiter, to_thread
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardpipe.db import session_scope
 from cardpipe.routes.asgi_body import read_body, replaying
-from cardpipe.routes.blocking import CALLS, SCANS
 from cardpipe.routes.claim_poll import bearer_token
 from cardpipe.routes.outages import database_unreachable, unavailable
 from cardpipe.routes.redemptions import RedemptionIn, reply_to_scan
@@ -53,6 +53,8 @@ SCAN_PATH = "/v1/redemptions"
 #: A gate token's gate is remembered this long: a gate deleted from the database keeps being
 #: answered by a process that saw its token within the last ``GATE_TOKEN_TTL_S`` seconds.
 GATE_TOKEN_TTL_S = 5.0
+#: Scans redeemed at once in one api process.
+SCAN_THREADS = 8
 #: Consume intents of answered scans wait at most this long to be sent together.
 SEND_EVERY_S = 0.2
 _JSON = b"application/json"
@@ -84,7 +86,7 @@ class GateTokens:
         remembered = self._known.get(key)
         if remembered is not None and remembered[0] > now:
             return remembered[1]
-        identity = await CALLS.run(_gate_of, token)
+        identity = await to_thread.run_sync(_gate_of, token)
         if identity is None:
             self._known.pop(key, None)
             raise _Declined
@@ -114,7 +116,7 @@ class IntentBatches:
 
     def _send(self) -> None:
         batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(CALLS.run(flush, batch))
+        task = asyncio.get_running_loop().create_task(to_thread.run_sync(flush, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -127,6 +129,7 @@ class ScanFastPath:
         self.app = app
         self.tokens = GateTokens()
         self.batches = IntentBatches()
+        self.limiter: CapacityLimiter | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != SCAN_PATH:
@@ -149,8 +152,10 @@ class ScanFastPath:
         except (_Declined, ValueError, ValidationError, DBAPIError):
             await self.app(scope, replaying(messages, receive), send)
             return
+        if self.limiter is None:
+            self.limiter = CapacityLimiter(SCAN_THREADS)
         try:
-            reply = await SCANS.run(reply_to_scan, scan, identity)
+            reply = await to_thread.run_sync(reply_to_scan, scan, identity, limiter=self.limiter)
         except DBAPIError as exc:
             if not database_unreachable(exc):
                 raise

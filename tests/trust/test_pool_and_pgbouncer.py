@@ -25,7 +25,7 @@ from sqlalchemy.pool import QueuePool
 from api import app_lifespan, create_app
 from cardpipe import db as cardpipe_db
 from cardpipe.db import PoolBudget
-from cardpipe.routes.blocking import SCAN_THREADS
+from cardpipe.routes.scan_fast_path import SCAN_THREADS
 from cardpipe.settings import Settings
 from models import TicketState
 from tests.backing_services import in_ci
