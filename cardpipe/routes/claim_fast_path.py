@@ -8,7 +8,7 @@ inside the body-size limit, serves a well-formed (and but for the login, authent
 itself, with the route's own pieces: the session token checked by
 ``miniprogram_sessions.verify_token`` (as the route's ``current_session``), the body validated by
 the route's own model from the parsed JSON (as FastAPI does), and the route function itself called
-(in a thread of ``blocking.CALLS`` when it is a plain one), its answer serialized by its response model. The
+(through ``blocking.run_blocking`` when it is a plain one), its answer serialized by its response model. The
 login route is handed the request as FastAPI would (its client address counts against the login
 limit exactly as before).
 
@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardpipe.routes import miniprogram
 from cardpipe.routes.asgi_body import read_body, replaying
-from cardpipe.routes.blocking import CALLS
+from cardpipe.routes.blocking import run_blocking
 from cardpipe.routes.claim_poll import ORDER_NO_PATTERN, bearer_token
 from cardpipe.services import miniprogram_sessions
 from cardpipe.services.claim_results import AddCardResult
@@ -72,20 +72,20 @@ class _Call:
 
 
 async def _login(body: Any, request: _Request) -> BaseModel:
-    return await CALLS.run(miniprogram.create_session, body, Request(request.scope))
+    return await run_blocking(miniprogram.create_session, body, Request(request.scope))
 
 
 async def _claims(body: Any, request: _Request) -> BaseModel:
-    return await CALLS.run(miniprogram.claim_orders, body, request.caller)
+    return await run_blocking(miniprogram.claim_orders, body, request.caller)
 
 
 async def _claims_result(body: Any, request: _Request) -> BaseModel:
-    return await CALLS.run(miniprogram.post_claims_result, body, request.caller)
+    return await run_blocking(miniprogram.post_claims_result, body, request.caller)
 
 
 async def _order_result(body: Any, request: _Request) -> BaseModel:
     assert request.order_no is not None
-    return await CALLS.run(miniprogram.post_claim_result, request.order_no, body, request.caller)
+    return await run_blocking(miniprogram.post_claim_result, request.order_no, body, request.caller)
 
 
 _CALLS = {

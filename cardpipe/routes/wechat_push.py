@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardpipe.db import get_engine
 from cardpipe.routes.asgi_body import read_body, replaying
-from cardpipe.routes.blocking import CALLS
+from cardpipe.routes.blocking import run_blocking
 from cardpipe.routes.outages import ride_out_database_restart
 from cardpipe.runtime import redis_client
 from cardpipe.services import pushes
@@ -191,7 +191,7 @@ class PushFastPath:
         body, messages = await read_body(receive)
         if messages[-1]["type"] != "http.request":
             return  # the client went away
-        if not await CALLS.run(_store_if_plain, match.group(1), scope["query_string"], body):
+        if not await run_blocking(_store_if_plain, match.group(1), scope["query_string"], body):
             await self.app(scope, replaying(messages, receive), send)
             return
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(_SUCCESS))]

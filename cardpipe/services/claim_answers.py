@@ -64,8 +64,10 @@ def rebuild(
     Redis away the claims are built and served, not cached. ``read``: what
     :func:`claim_cache.read_for_rebuild` just read, the refs' generations in the refs' order."""
     redis = redis_client()
-    seen: list[bytes] | None = None if read is None else read.generations
-    if read is None:
+    seen: list[bytes] | None = None
+    if read is not None:
+        seen = read.generations
+    else:
         with suppress(RedisError):
             seen = claim_cache.generations(redis, [ref.cache_key for ref in refs])
 
